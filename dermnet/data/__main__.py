@@ -1,0 +1,132 @@
+"""Command line for the data layer: ``python -m dermnet.data {check,phantom,split} ...``.
+
+    check DATA_DIR          validate a HAM10000-layout dataset and print its summary
+    phantom OUT_DIR         write the synthetic phantom dataset (HAM10000 layout)
+    split METADATA_CSV      write lesion-grouped, dx-stratified test/fold assignments
+
+Exit status: 0 on success, 1 when the data are invalid, 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _make_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ValueError, OSError) as error:  # DatasetError is a ValueError
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def _make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dermnet.data", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    check = commands.add_parser("check", help="validate a dataset and print its summary")
+    check.add_argument("data_dir", type=Path, help="folder holding HAM10000_metadata.csv")
+    check.add_argument("--images", choices=("none", "header", "full"), default="header",
+                       help="image check: existence only, JPEG/PNG structure (default), "
+                            "or a full decode of every image")
+    check.add_argument("--workers", type=int, default=None, help="parallel image checks")
+    check.set_defaults(handler=_run_check)
+
+    phantom = commands.add_parser("phantom", help="write the synthetic phantom dataset")
+    phantom.add_argument("out_dir", type=Path, help="new (or empty) output folder")
+    phantom.add_argument("--num-images", type=int, default=1000, help="images to write")
+    phantom.add_argument("--seed", type=int, default=0, help="random seed (output is "
+                                                              "byte-identical per seed)")
+    phantom.add_argument("--size", type=_parse_size, default=(450, 600), metavar="WxH",
+                         help="image width x height, default 600x450 like HAM10000")
+    phantom.add_argument("--balanced", action="store_true",
+                         help="equal class counts instead of HAM10000's priors")
+    phantom.set_defaults(handler=_run_phantom)
+
+    split = commands.add_parser("split", help="write test/fold assignments")
+    split.add_argument("metadata_csv", type=Path, help="HAM10000_metadata.csv")
+    split.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    split.add_argument("--test-fraction", type=float, default=0.17,
+                       help="share of images held out for test (default 0.17, as the paper)")
+    split.add_argument("--seed", type=int, default=0, help="random seed")
+    split.add_argument("--by", choices=("lesion", "image"), default="lesion",
+                       help="grouping unit; 'image' is the paper's leaky split")
+    split.add_argument("--out", type=Path, required=True, help="output splits CSV")
+    split.set_defaults(handler=_run_split)
+    return parser
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    """``600x450`` (width x height) -> (height, width)."""
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 600x450, got {text!r}")
+    if width < 16 or height < 16:
+        raise argparse.ArgumentTypeError(f"size {text} is too small (at least 16x16)")
+    return height, width
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from dermnet.data.ham10000 import DatasetError, format_summary, load_ham10000
+
+    start = time.perf_counter()
+    try:
+        dataset = load_ham10000(args.data_dir, check_images=args.images, workers=args.workers)
+    except DatasetError as error:
+        print(f"{args.data_dir}: INVALID, {len(error.problems)} problem(s):", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    print(format_summary(dataset))
+    print(f"valid ({args.images} image check, {time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def _run_phantom(args: argparse.Namespace) -> int:
+    from dermnet.data.phantom import write_phantom
+
+    if args.num_images < 1:
+        raise ValueError(f"--num-images must be positive, got {args.num_images}")
+    start = time.perf_counter()
+    out = write_phantom(args.out_dir, args.num_images, seed=args.seed, image_size=args.size,
+                        balanced=args.balanced, progress=_print_progress)
+    height, width = args.size
+    print(f"\nwrote {args.num_images} SYNTHETIC phantom images ({width}x{height}) to {out} "
+          f"in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _print_progress(done: int, total: int) -> None:
+    if sys.stderr.isatty() or done == total or done % max(1, total // 10) == 0:
+        print(f"\r  {done}/{total} images", end="", file=sys.stderr, flush=True)
+
+
+def _run_split(args: argparse.Namespace) -> int:
+    from dermnet.data import splits as splitting
+    from dermnet.data.ham10000 import load_metadata
+
+    frame, notes = load_metadata(args.metadata_csv)
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = splitting.make_splits(frame, folds=args.folds, test_fraction=args.test_fraction,
+                                      seed=args.seed, by=args.by)
+    for warning in caught:
+        print(f"WARNING: {warning.message}", file=sys.stderr)
+    splitting.save_splits(table, args.out)
+    print(splitting.format_split_summary(table))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
