@@ -1,0 +1,65 @@
+"""The eight backbones of the first study, registered by name.
+
+Six come from Keras Applications; ResNet34 and SE-ResNet50, which Keras Applications lacks,
+are built in ``resnet.py`` and ``seresnet.py`` (ImageNet weights via ``convert.py``).
+Reference parameter counts are the published ones with a 1000-class top. Keras counts
+batch-norm moving statistics as (non-trainable) parameters, PyTorch does not: the figures for
+the two built here are torchvision / timm ``parameters()`` counts, so they are compared
+without the moving statistics (``BackboneSpec.reference_counts_statistics``).
+"""
+
+from __future__ import annotations
+
+import keras
+
+from dermnet.models.registry import BackboneSpec, register_backbone
+
+
+def _keras_application(constructor):
+    """Headless builder around a ``keras.applications`` constructor."""
+
+    def build(input_shape, weights=None, include_top=False):
+        return constructor(include_top=include_top, weights=weights,
+                           input_shape=tuple(input_shape))
+
+    return build
+
+
+def _resnet34(input_shape, weights=None, include_top=False):
+    from dermnet.models.resnet import build_resnet34
+
+    return build_resnet34(input_shape=tuple(input_shape), include_top=include_top,
+                          weights=weights)
+
+
+def _seresnet50(input_shape, weights=None, include_top=False):
+    from dermnet.models.seresnet import build_seresnet50
+
+    return build_seresnet50(input_shape=tuple(input_shape), include_top=include_top,
+                            weights=weights)
+
+
+_APPLICATIONS = keras.applications
+_IMAGENET = ("imagenet",)
+
+for _spec in (
+    BackboneSpec("resnet34", _resnet34, "torch", 512, _IMAGENET, 21_797_672,
+                 "dermnet.models.resnet (torchvision resnet34)",
+                 reference_counts_statistics=False),
+    BackboneSpec("resnet50", _keras_application(_APPLICATIONS.ResNet50), "caffe", 2048,
+                 _IMAGENET, 25_636_712, "keras.applications.ResNet50"),
+    BackboneSpec("resnet101", _keras_application(_APPLICATIONS.ResNet101), "caffe", 2048,
+                 _IMAGENET, 44_707_176, "keras.applications.ResNet101"),
+    BackboneSpec("seresnet50", _seresnet50, "torch", 2048, _IMAGENET, 28_088_024,
+                 "dermnet.models.seresnet (timm seresnet50)",
+                 reference_counts_statistics=False),
+    BackboneSpec("vgg16", _keras_application(_APPLICATIONS.VGG16), "caffe", 512,
+                 _IMAGENET, 138_357_544, "keras.applications.VGG16"),
+    BackboneSpec("vgg19", _keras_application(_APPLICATIONS.VGG19), "caffe", 512,
+                 _IMAGENET, 143_667_240, "keras.applications.VGG19"),
+    BackboneSpec("efficientnetb5", _keras_application(_APPLICATIONS.EfficientNetB5), "none",
+                 2048, _IMAGENET, 30_562_527, "keras.applications.EfficientNetB5"),
+    BackboneSpec("mobilenet", _keras_application(_APPLICATIONS.MobileNet), "tf", 1024,
+                 _IMAGENET, 4_253_864, "keras.applications.MobileNet (v1, alpha 1.0)"),
+):
+    register_backbone(_spec)
