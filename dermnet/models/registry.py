@@ -45,7 +45,8 @@ def get_backbone(name: str) -> BackboneSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(list_backbones())}")
+        valid = ", ".join(list_backbones())
+        raise ValueError(f"unknown backbone {name!r}; valid: {valid}") from None
 
 
 def list_backbones() -> list[str]:

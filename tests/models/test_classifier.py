@@ -92,7 +92,8 @@ def test_two_phase_fine_tuning_keeps_batchnorm_frozen():
     assert model.trainable_weights  # head and clinical branch still train
     unfrozen = unfreeze_top(model, fraction=0.25)
     assert unfrozen > 0
-    norms = [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    norm = keras.layers.BatchNormalization
+    norms = [layer for layer in backbone.layers if isinstance(layer, norm)]
     assert norms and not any(layer.trainable for layer in norms)
     convs = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Conv2D)]
     assert convs[-1].trainable and not convs[0].trainable
