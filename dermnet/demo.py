@@ -53,10 +53,11 @@ def _stream_one_epoch(training, clinical: np.ndarray) -> None:
     config = PipelineConfig(image_size=(224, 300), batch_size=32, augment=AugmentConfig.paper())
     dataset = build_dataset(training["path"].tolist(), training["label"].to_numpy(), clinical,
                             config=config, training=True)
-    start, images = time.perf_counter(), 0
-    for features, labels in dataset:
-        images += int(labels.shape[0])
+    start, images, batch = time.perf_counter(), 0, None
+    for batch in dataset:
+        images += int(batch[1].shape[0])
     seconds = time.perf_counter() - start
+    features, labels = batch
     print(f"batch: image {tuple(features['image'].shape)} {features['image'].dtype.name}, "
           f"clinical {tuple(features['clinical'].shape)}, labels {tuple(labels.shape)}")
     print(f"{images} images in {seconds:.1f} s ({images / seconds:.0f} images/s, "

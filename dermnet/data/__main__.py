@@ -68,7 +68,8 @@ def _parse_size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(part) for part in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 600x450, got {text!r}")
+        message = f"expected WIDTHxHEIGHT such as 600x450, got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
     if width < 16 or height < 16:
         raise argparse.ArgumentTypeError(f"size {text} is too small (at least 16x16)")
     return height, width

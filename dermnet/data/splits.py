@@ -29,11 +29,8 @@ def make_splits(frame: pd.DataFrame, folds: int = 5, test_fraction: float = 0.17
     ``frame`` needs ``image_id, lesion_id, dx`` (one dx per lesion, as the reader ensures).
     """
     _check_arguments(folds, test_fraction, by)
-    if by == "image":
-        # Each image becomes its own "lesion": the paper's split, leaky by construction.
-        groups = frame["image_id"]
-    else:
-        groups = frame["lesion_id"]
+    # by="image": each image becomes its own "lesion", the paper's split, leaky by construction.
+    groups = frame["image_id"] if by == "image" else frame["lesion_id"]
     table = pd.DataFrame({"image_id": frame["image_id"].to_numpy(), "group": groups.to_numpy(),
                           "lesion_id": frame["lesion_id"].to_numpy(), "dx": frame["dx"].to_numpy()})
     rng = np.random.default_rng(seed)
