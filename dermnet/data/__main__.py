@@ -85,6 +85,8 @@ def _run_check(args: argparse.Namespace) -> int:
         print(f"{args.data_dir}: INVALID, {len(error.problems)} problem(s):", file=sys.stderr)
         for problem in error.problems:
             print(f"  - {problem}", file=sys.stderr)
+        for warning in error.warnings:
+            print(f"  warning: {warning}", file=sys.stderr)
         return 1
     print(format_summary(dataset))
     print(f"valid ({args.images} image check, {time.perf_counter() - start:.1f} s)")
