@@ -1,0 +1,276 @@
+"""The tf.data input pipeline: image files + labels (+ clinical vectors) -> model batches.
+
+Owns image decoding (`decode_image`, `load_image`), the dataset builders (`build_dataset`,
+and `build_epoch_dataset` for resumable training runs, both configured by `PipelineConfig`)
+and class weighting (`compute_class_weights`, `compute_sample_weights`). It takes plain
+arrays (paths, integer labels, float clinical rows), not the HAM10000 reader, so any split
+or dataset can feed it. TensorFlow-specific.
+
+Stages of `build_dataset`, and why in this order:
+    read + decode + resize to uint8 [H, W, 3]   parallel; JPEGs decode at reduced DCT scale
+    cache (memory or file)                      uint8, before anything random: later epochs
+                                                skip decoding; float32 would be 4x larger
+    zip with labels / clinical rows             not cached, so a cache never holds stale labels
+    shuffle (training)                          full-dataset buffer by default: the entries are
+                                                references to cached tensors, not copies
+    batch
+    augment (training, if configured)           whole batches, seeded per batch, see augment.py
+    prefetch
+Evaluation pipelines (training=False) never shuffle or augment and always keep row order, so
+predictions line up with the input rows.
+
+Batches are `({"image": uint8 [B, H, W, 3], "clinical": float32 [B, F]}, label)`, "clinical"
+only when clinical rows are given; label is int32 [B], or float32 one-hot [B, K] when
+`one_hot`. Pixels stay uint8 0-255: the models do their own preprocessing (DESIGN.md 3).
+"""
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from dermnet.data.augment import AugmentConfig, augment_batch
+from dermnet.data.vocabulary import CLASSES
+
+# libjpeg can decode straight to 1/2, 1/4 or 1/8 scale, far faster than full decode + resize.
+JPEG_RATIOS = (8, 4, 2, 1)
+# Epoch e of seed s shuffles and augments from s * EPOCH_SEED_STRIDE + e: distinct for any
+# seed below 2**43 and any epoch below the stride.
+EPOCH_SEED_STRIDE = 1_000_003
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """How `build_dataset` reads, caches, shuffles, batches and augments."""
+
+    image_size: tuple[int, int] = (224, 300)  # (H, W); the paper's low resolution
+    batch_size: int = 32
+    cache: str = "memory"  # "memory", "none", or a file path prefix for an on-disk cache
+    shuffle_buffer: int | None = None  # None: the whole dataset (a full shuffle)
+    augment: AugmentConfig | None = None  # training-time augmentation; None: none
+    # Same seed, same batches: parallel stages deliver in order. On 2 cores False was no faster
+    # within noise; it lets a slow element be overtaken.
+    deterministic: bool = True
+    seed: int = 0  # seeds the shuffle and the augmentation
+    num_parallel_calls: int | None = None  # parallel decode / augment calls; None: AUTOTUNE
+    # tf.data's autotuner. Off, AUTOTUNE means one call per core. On 2 cores it left whole
+    # epochs on one core at random (half the speed), and first epochs ran 1.5x slower.
+    autotune: bool = False
+    drop_remainder: bool = False  # drop a last, smaller batch (fixed-shape steps)
+    one_hot: bool = False  # labels as float32 one-hot vectors instead of int32 indices
+    num_classes: int = len(CLASSES)
+
+
+# --- decoding ------------------------------------------------------------------------------
+
+
+def load_image(path, image_size):
+    """Read one image file and decode it to uint8 [H, W, 3] of `image_size` (H, W)."""
+    return decode_image(tf.io.read_file(path), image_size)
+
+
+def decode_image(contents, image_size):
+    """Decode encoded image bytes (JPEG, PNG, BMP or GIF, told apart by their content, not a
+    file name) to uint8 [H, W, 3] of exactly `image_size` (H, W)."""
+    contents = tf.convert_to_tensor(contents, tf.string)
+    is_jpeg = tf.equal(tf.strings.substr(contents, 0, 3), b"\xff\xd8\xff")
+    image = tf.cond(
+        is_jpeg,
+        lambda: decode_jpeg(contents, image_size),
+        lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
+    )
+    return resize_image(image, image_size)
+
+
+def decode_jpeg(contents, image_size):
+    """Decode a JPEG at the smallest DCT scale (1/8, 1/4, 1/2 or 1) that still covers
+    `image_size` in both dimensions: 600x450 -> 224x300 decodes at 1/2, to 300x225."""
+    height, width = image_size
+    shape = tf.io.extract_jpeg_shape(contents)  # [H, W, C] from the header only
+    # libjpeg's scaled size is ceil(size / ratio). Ratio 1 is the fallback: an image smaller
+    # than the target decodes in full and is then enlarged.
+    fits = [
+        (-(-shape[0] // ratio) >= height) & (-(-shape[1] // ratio) >= width)
+        for ratio in JPEG_RATIOS[:-1]
+    ] + [tf.constant(True)]
+    first_fit = tf.argmax(tf.cast(tf.stack(fits), tf.int32), output_type=tf.int32)
+
+    def decoder(ratio):
+        # INTEGER_ACCURATE matches OpenCV exactly; the default DCT differs by up to 9 levels.
+        return lambda: tf.io.decode_jpeg(
+            contents, channels=3, ratio=ratio, dct_method="INTEGER_ACCURATE"
+        )
+
+    return tf.switch_case(first_fit, [decoder(ratio) for ratio in JPEG_RATIOS])
+
+
+def resize_image(image, image_size):
+    """Resize uint8 [h, w, 3] to uint8 [H, W, 3]: untouched when the size already matches,
+    area averaging when shrinking (as cv2.INTER_AREA), antialiased bilinear otherwise."""
+    size = tf.constant(image_size, tf.int32)
+    current = tf.shape(image)[:2]
+
+    def resized(method):
+        def resize():
+            pixels = tf.image.resize(image, size, method=method, antialias=True)
+            return tf.cast(tf.clip_by_value(tf.round(pixels), 0.0, 255.0), tf.uint8)
+
+        return resize
+
+    image = tf.cond(
+        tf.reduce_all(current == size),
+        lambda: image,
+        lambda: tf.cond(
+            tf.reduce_all(current >= size), resized("area"), resized("bilinear")
+        ),
+    )
+    return tf.ensure_shape(image, [*image_size, 3])
+
+
+# --- the dataset ---------------------------------------------------------------------------
+
+
+def build_dataset(paths, labels, clinical=None, *, config: PipelineConfig, training: bool):
+    """A tf.data.Dataset of model batches (see the module docstring) from image file paths,
+    integer class labels [N] and optional clinical rows [N, F]. `training` turns on the
+    shuffle and, when `config.augment` is set, the augmentation; each new iteration (epoch)
+    reshuffles and redraws them, reproducibly from `config.seed`."""
+    examples = _make_examples(paths, labels, clinical, config)
+    if training:
+        buffer = config.shuffle_buffer or len(paths)
+        examples = examples.shuffle(buffer, seed=config.seed, reshuffle_each_iteration=True)
+    batches = examples.batch(config.batch_size, drop_remainder=config.drop_remainder)
+    # Dataset.random re-randomises per iteration from a fixed seed: new pairs every epoch.
+    seeds = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True).batch(2)
+    return _finish(_to_model_batches(batches, seeds, config, training), config, training)
+
+
+def build_epoch_dataset(paths, labels, clinical=None, *, config: PipelineConfig,
+                        first_epoch: int, last_epoch: int):
+    """Training batches of epochs first_epoch..last_epoch-1 back to back, in one dataset (for
+    `model.fit(..., initial_epoch=first_epoch, steps_per_epoch=ceil(N / batch_size))`).
+    Epoch e's shuffle and augmentation derive from (config.seed, e) alone, so a run resumed
+    at epoch e sees exactly the batches an uninterrupted run would."""
+    examples = _make_examples(paths, labels, clinical, config)
+    buffer = config.shuffle_buffer or len(paths)
+
+    def one_epoch(epoch):
+        epoch_seed = config.seed * EPOCH_SEED_STRIDE + epoch  # int64 scalar
+        shuffled = examples.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+        batches = shuffled.batch(config.batch_size, drop_remainder=config.drop_remainder)
+        # Batch b of the epoch augments with the seed pair (epoch seed, b).
+        seeds = tf.data.Dataset.counter().map(lambda index: tf.stack([epoch_seed, index]))
+        return _to_model_batches(batches, seeds, config, training=True)
+
+    epochs = tf.data.Dataset.range(first_epoch, last_epoch).flat_map(one_epoch)
+    return _finish(epochs, config, training=True)
+
+
+def _make_examples(paths, labels, clinical, config: PipelineConfig):
+    """Unbatched (uint8 image [H, W, 3], label[, clinical row]) in row order, decoded in
+    parallel and cached after decoding; labels and clinical rows join after the cache."""
+    paths, labels, clinical = _check_inputs(paths, labels, clinical, config.num_classes)
+    images = tf.data.Dataset.from_tensor_slices(paths).map(
+        lambda path: load_image(path, config.image_size),
+        num_parallel_calls=_parallel_calls(config),
+    )
+    images = _cache(images, config.cache, paths, config.image_size)
+    targets = [labels] if clinical is None else [labels, clinical]
+    return tf.data.Dataset.zip(images, *map(tf.data.Dataset.from_tensor_slices, targets))
+
+
+def _to_model_batches(batches, seeds, config: PipelineConfig, training: bool):
+    """Batches as model inputs; training batches augmented, each with its seed pair [2]."""
+    augment = config.augment if training else None
+    if augment is None or augment.is_identity:
+        return batches.map(lambda *batch: _to_model_inputs(*batch, config=config))
+
+    def augment_inputs(batch, seed):
+        images, *targets = batch
+        return _to_model_inputs(augment_batch(images, seed, augment), *targets, config=config)
+
+    return tf.data.Dataset.zip(batches, seeds).map(
+        augment_inputs, num_parallel_calls=_parallel_calls(config)
+    )
+
+
+def _finish(dataset, config: PipelineConfig, training: bool):
+    options = tf.data.Options()
+    # Evaluation keeps row order whatever the config says: predictions must align with rows.
+    options.deterministic = config.deterministic or not training
+    options.autotune.enabled = config.autotune
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def _parallel_calls(config: PipelineConfig) -> int:
+    return tf.data.AUTOTUNE if config.num_parallel_calls is None else config.num_parallel_calls
+
+
+def _to_model_inputs(images, labels, clinical=None, *, config: PipelineConfig):
+    """A batch as ({"image", ["clinical"]}, label) with the label encoding of `config`."""
+    inputs = {"image": images}
+    if clinical is not None:
+        inputs["clinical"] = clinical
+    if config.one_hot:
+        labels = tf.one_hot(labels, config.num_classes, dtype=tf.float32)
+    return inputs, labels
+
+
+def _cache(images, cache: str, paths, image_size):
+    """Cache decoded uint8 images in memory, in files under a path prefix, or not at all.
+    A file cache's name carries a digest of the paths and size, so it is never read back
+    for a different image list or resolution. tf.data completes a cache only when a first
+    epoch runs to its end; a run killed mid-epoch leaves a `.lockfile` to delete by hand."""
+    if cache == "none":
+        return images
+    if cache == "memory":
+        return images.cache()
+    digest = hashlib.sha1(repr((list(paths), tuple(image_size))).encode()).hexdigest()[:12]
+    prefix = Path(cache)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    height, width = image_size
+    return images.cache(f"{prefix}-{height}x{width}-{digest}")
+
+
+def _check_inputs(paths, labels, clinical, num_classes: int):
+    """Paths as str, labels as int32 [N], clinical as float32 [N, F] or None; or ValueError."""
+    paths = [str(path) for path in paths]
+    if not paths:
+        raise ValueError("no image paths given")
+    labels = np.asarray(labels)
+    if labels.shape != (len(paths),) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be {len(paths)} integers, got {labels.dtype}{labels.shape}")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        low, high = labels.min(), labels.max()
+        raise ValueError(f"labels must lie in [0, {num_classes}), got {low}..{high}")
+    if clinical is not None:
+        clinical = np.asarray(clinical, np.float32)
+        if clinical.ndim != 2 or len(clinical) != len(paths):
+            raise ValueError(f"clinical must be [{len(paths)}, F], got {clinical.shape}")
+    return paths, labels.astype(np.int32), clinical
+
+
+# --- class weights -------------------------------------------------------------------------
+
+
+def compute_class_weights(labels, num_classes: int = len(CLASSES)) -> dict[int, float]:
+    """"Balanced" class weights n / (k * count_c), k = number of classes present, as
+    sklearn's compute_class_weight("balanced"): the weights average 1 over the samples.
+    Classes absent from `labels` get 0.0: they never occur, so the value is inert, and the
+    dict still covers every class index, as Keras' `class_weight` wants."""
+    labels = np.asarray(labels, np.int64)
+    counts = np.bincount(labels, minlength=num_classes)
+    present = np.count_nonzero(counts)
+    return {
+        index: float(len(labels) / (present * count)) if count else 0.0
+        for index, count in enumerate(counts)
+    }
+
+
+def compute_sample_weights(labels, class_weights: dict[int, float]) -> np.ndarray:
+    """Per-sample weights float32 [N]: the class weight of each label."""
+    table = np.zeros(max(class_weights) + 1, np.float32)
+    table[list(class_weights)] = list(class_weights.values())
+    return table[np.asarray(labels, np.int64)]
