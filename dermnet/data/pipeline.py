@@ -24,6 +24,7 @@ only when clinical rows are given; label is int32 [B], or float32 one-hot [B, K]
 `one_hot`. Pixels stay uint8 0-255: the models do their own preprocessing (DESIGN.md 3).
 """
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,15 +157,20 @@ def build_epoch_dataset(paths, labels, clinical=None, *, config: PipelineConfig,
     examples = _make_examples(paths, labels, clinical, config)
     buffer = config.shuffle_buffer or len(paths)
 
-    def one_epoch(epoch):
-        epoch_seed = config.seed * EPOCH_SEED_STRIDE + epoch  # int64 scalar
+    def one_epoch(epoch: int):
+        epoch_seed = config.seed * EPOCH_SEED_STRIDE + epoch
         shuffled = examples.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
         batches = shuffled.batch(config.batch_size, drop_remainder=config.drop_remainder)
         # Batch b of the epoch augments with the seed pair (epoch seed, b).
-        seeds = tf.data.Dataset.counter().map(lambda index: tf.stack([epoch_seed, index]))
+        seeds = tf.data.Dataset.counter().map(
+            lambda index: tf.stack([tf.constant(epoch_seed, tf.int64), index]))
         return _to_model_batches(batches, seeds, config, training=True)
 
-    epochs = tf.data.Dataset.range(first_epoch, last_epoch).flat_map(one_epoch)
+    # Epochs are chained in Python, not with Dataset.range(...).flat_map: a shuffle seed
+    # must be a Python int, since a tensor seed fails once a global seed is set
+    # (keras.utils.set_random_seed). All epochs read the one shared cache.
+    epochs = functools.reduce(tf.data.Dataset.concatenate,
+                              [one_epoch(epoch) for epoch in range(first_epoch, last_epoch)])
     return _finish(epochs, config, training=True)
 
 

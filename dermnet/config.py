@@ -1,0 +1,284 @@
+"""Run configuration: a frozen dataclass tree, named presets, ``--set`` overrides, JSON.
+
+    Config
+      data:     DataConfig      where images come from, split, resolution, batching
+        augment:  AugmentConfig (dermnet.data.augment) training-time augmentation
+      model:    ModelConfig     backbone, weights, head and clinical branch
+      training: TrainingConfig  optimiser, schedule, phases, stopping, distribution
+
+Every run writes its config as ``config.json``; ``load_config`` reads it back, so a run can
+be repeated exactly. ``apply_overrides(config, ["training.epochs=5"])`` changes fields by
+dotted path and rejects unknown keys and values of the wrong type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dermnet.data.augment import AugmentConfig
+
+CONFIG_VERSION = 1
+
+
+def _check_choices(node, choices: dict[str, tuple]) -> None:
+    """Reject a string field whose value is not one of its documented choices."""
+    for name, valid in choices.items():
+        if getattr(node, name) not in valid:
+            raise ValueError(f"{type(node).__name__}.{name} must be one of {', '.join(valid)}; "
+                             f"got {getattr(node, name)!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    data_dir: str = ""                   # HAM10000-layout folder; "" = the phantom dataset
+    phantom_images: int = 1000           # size of the phantom dataset generated when data_dir=""
+    image_size: tuple[int, int] = (224, 300)  # (H, W); the paper's low 224x300 / high 450x600
+    clinical: bool = False               # feed age / sex / site through the clinical branch
+    folds: int = 5                       # K of the K-fold split (the paper's 5 repeats)
+    fold: int = 0                        # which fold validates this run
+    test_fraction: float = 0.17          # held-out test share, as in the paper
+    split_seed: int = 0                  # seed of the split (fixed across a grid's runs)
+    split_by: str = "lesion"             # "lesion" (no leakage) or "image" (the paper's)
+    batch_size: int = 32                 # per replica; the global batch is this x replicas
+    cache: str = "memory"                # uint8 decode cache: "memory", "none" or a file prefix
+    sampling: str = "none"               # imbalance: "none", "class_weights" or "balanced"
+    augment: AugmentConfig = field(default_factory=AugmentConfig.paper)  # training only
+
+    def __post_init__(self):
+        _check_choices(self, {"split_by": ("lesion", "image"),
+                              "sampling": ("none", "class_weights", "balanced")})
+        if not 0 <= self.fold < self.folds:
+            raise ValueError(f"DataConfig.fold must be in 0..{self.folds - 1}, got {self.fold}")
+        if self.batch_size < 1 or min(self.image_size) < 1:
+            raise ValueError("DataConfig.batch_size and image_size must be positive")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "resnet50"           # a name from dermnet.models.registry.list_backbones()
+    weights: str | None = "imagenet"     # "imagenet", None (from scratch) or a weights file
+    dropout: float = 0.5                 # head dropout, as in the paper
+    clinical_units: tuple[int, ...] = (64,)  # widths of the clinical branch's Dense layers
+    clinical_dropout: float = 0.25       # dropout inside the clinical branch
+    clinical_mask_rate: float = 0.1      # share of training samples whose clinical data is hidden
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    epochs: int = 90                     # total epochs, both phases (the paper: 90)
+    optimizer: str = "adam"              # "adam", "adamw" or "sgd" (momentum 0.9)
+    learning_rate: float = 1e-4          # peak learning rate of the main phase
+    head_learning_rate: float = 1e-3     # learning rate while the backbone is frozen
+    weight_decay: float = 0.0            # decoupled weight decay (adamw, sgd)
+    schedule: str = "cosine"             # "cosine" decay to 0 or "constant", after warm-up
+    warmup_epochs: int = 1               # linear warm-up of the main phase
+    freeze_epochs: int = 3               # phase 1 epochs with the backbone frozen (pretrained only)
+    unfreeze_fraction: float = 0.5       # top share of backbone layers trained in phase 2
+    label_smoothing: float = 0.0         # categorical label smoothing
+    monitor: str = "val_balanced_accuracy"  # model selection / early stopping metric
+    patience: int = 20                   # early-stopping patience in epochs; 0 disables it
+    seed: int = 0                        # weights init, shuffling and augmentation
+    deterministic: bool = False          # TF op determinism (slower; exact repeats on CPU)
+    strategy: str = "auto"               # auto | mirrored | multiworker | one_device | default
+    mixed_precision: bool = False        # float16 compute on GPUs (mixed_float16)
+    jit: bool = False                    # XLA-compile the train step (jit_compile=True)
+
+    def __post_init__(self):
+        _check_choices(self, {
+            "optimizer": ("adam", "adamw", "sgd"), "schedule": ("cosine", "constant"),
+            "monitor": ("val_balanced_accuracy", "val_macro_auc", "val_accuracy", "val_loss"),
+            "strategy": ("auto", "mirrored", "multiworker", "one_device", "default"),
+        })
+        if self.epochs < 1 or self.freeze_epochs < 0 or self.warmup_epochs < 0:
+            raise ValueError("TrainingConfig: epochs must be >= 1, freeze/warm-up epochs >= 0")
+        if not 0.0 < self.unfreeze_fraction <= 1.0:
+            raise ValueError("TrainingConfig.unfreeze_fraction must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class Config:
+    preset: str = "default"              # the preset this config started from
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    version: int = CONFIG_VERSION        # config layout version, checked on load
+
+
+def _paper() -> Config:
+    """The first study's settings: ImageNet weights, dropout 0.5, rotation / zoom / shear /
+    flips and camera-like distortions, 5 folds, 90 epochs. It used no class weighting."""
+    return Config(preset="paper", data=DataConfig(augment=AugmentConfig.paper()),
+                  model=ModelConfig(dropout=0.5, weights="imagenet"),
+                  training=TrainingConfig(epochs=90))
+
+
+def _smoke() -> Config:
+    """Seconds on a CPU: a tiny phantom set, small images, MobileNet from scratch, 2 epochs."""
+    return Config(
+        preset="smoke",
+        data=DataConfig(phantom_images=120, image_size=(64, 80), batch_size=16,
+                        augment=AugmentConfig.geometric()),
+        model=ModelConfig(backbone="mobilenet", weights=None, clinical_units=(16,)),
+        training=TrainingConfig(epochs=2, learning_rate=1e-3, warmup_epochs=0,
+                                freeze_epochs=0, patience=0),
+    )
+
+
+def _demo() -> Config:
+    """`make demo`: a few minutes on a CPU, enough for the clinical branch to show."""
+    return Config(
+        preset="demo",
+        data=DataConfig(phantom_images=1500, image_size=(96, 128), batch_size=32,
+                        sampling="class_weights", augment=AugmentConfig.geometric()),
+        model=ModelConfig(backbone="mobilenet", weights=None, clinical_units=(32,)),
+        training=TrainingConfig(epochs=8, learning_rate=2e-3, warmup_epochs=1,
+                                freeze_epochs=0, patience=0),
+    )
+
+
+PRESETS: dict[str, typing.Callable[[], Config]] = {
+    "default": Config, "paper": _paper, "smoke": _smoke, "demo": _demo,
+}
+
+
+def make_config(preset: str = "default") -> Config:
+    """A preset by name; an unknown name lists the valid ones."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    return PRESETS[preset]()
+
+
+# --- overrides ------------------------------------------------------------------------------
+
+
+def apply_overrides(config, overrides: list[str]):
+    """Apply ``section.field=value`` strings; unknown keys and wrong types raise ValueError."""
+    for item in overrides:
+        key, separator, text = item.partition("=")
+        if not separator or not key.strip():
+            raise ValueError(f"override {item!r}: expected section.field=value")
+        config = _replace_path(config, key.strip().split("."), text.strip(), key.strip())
+    return config
+
+
+def _replace_path(node, path: list[str], text: str, key: str):
+    fields = {item.name: item for item in dataclasses.fields(node)}
+    name = path[0]
+    if name not in fields:
+        raise ValueError(f"unknown config key {key!r}: {type(node).__name__} has no field "
+                         f"{name!r} (fields: {', '.join(fields)})")
+    hint = typing.get_type_hints(type(node))[name]
+    current = getattr(node, name)
+    if len(path) > 1:
+        if not dataclasses.is_dataclass(current):
+            raise ValueError(f"unknown config key {key!r}: {name!r} has no sub-fields")
+        return dataclasses.replace(node, **{name: _replace_path(current, path[1:], text, key)})
+    if dataclasses.is_dataclass(current):
+        raise ValueError(f"config key {key!r} is a section; set one of its fields")
+    return dataclasses.replace(node, **{name: parse_value(text, hint, key)})
+
+
+def parse_value(text: str, hint, key: str = "value"):
+    """Parse command-line ``text`` into the type ``hint`` (str, int, float, bool, tuples,
+    optional values); ``224x300`` and ``224,300`` both parse as a tuple."""
+    options = typing.get_args(hint) if _is_union(hint) else ()
+    if options:
+        if type(None) in options and text.lower() in ("none", "null", ""):
+            return None
+        hint = next(option for option in options if option is not type(None))
+    try:
+        return _parse_plain(text, hint)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"config key {key!r}: cannot read {text!r} as "
+                         f"{_type_name(hint)} ({error})") from None
+
+
+def _parse_plain(text: str, hint):
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        arguments = typing.get_args(hint)
+        parts = [part for part in text.strip("()[] ").replace("x", ",").split(",") if part]
+        if arguments[-1] is not Ellipsis and len(parts) != len(arguments):
+            raise ValueError(f"expected {len(arguments)} values")
+        element = arguments[0]
+        return tuple(_parse_plain(part.strip(), element) for part in parts)
+    if hint is bool:
+        lowered = text.lower()
+        if lowered not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError("expected true or false")
+        return lowered in ("true", "1", "yes")
+    if hint in (int, float, str):
+        return hint(text)
+    raise TypeError(f"unsupported field type {hint}")
+
+
+def _is_union(hint) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)
+
+
+def _type_name(hint) -> str:
+    return getattr(hint, "__name__", str(hint))
+
+
+# --- JSON -------------------------------------------------------------------------------------
+
+
+def config_to_dict(config: Config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(payload: dict, cls=Config, where: str = "config"):
+    """Rebuild a config from ``config_to_dict`` output, checking keys and types."""
+    if not isinstance(payload, dict):
+        raise ValueError(f"{where}: expected an object, got {type(payload).__name__}")
+    hints = typing.get_type_hints(cls)
+    unknown = set(payload) - set(hints)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    values = {name: _from_json(value, hints[name], f"{where}.{name}")
+              for name, value in payload.items()}
+    return cls(**values)
+
+
+def _from_json(value, hint, where: str):
+    if dataclasses.is_dataclass(hint):
+        return config_from_dict(value, hint, where)
+    if _is_union(hint):
+        if value is None and type(None) in typing.get_args(hint):
+            return None
+        hint = next(option for option in typing.get_args(hint) if option is not type(None))
+    if typing.get_origin(hint) is tuple:
+        element = typing.get_args(hint)[0]
+        return tuple(_from_json(item, element, where) for item in _as_list(value, where))
+    expected = (int, float) if hint is float else hint
+    if not isinstance(value, expected) or (hint is not bool and isinstance(value, bool)):
+        raise ValueError(f"{where}: expected {_type_name(hint)}, got {value!r}")
+    return hint(value)
+
+
+def _as_list(value, where: str) -> list:
+    if not isinstance(value, list):
+        raise ValueError(f"{where}: expected a list, got {value!r}")
+    return value
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a ``config.json`` written by ``save_config``; errors name the file and the key."""
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: cannot read config ({error})") from None
+    if payload.get("version") != CONFIG_VERSION:
+        raise ValueError(f"{path}: config version {payload.get('version')!r}, "
+                         f"expected {CONFIG_VERSION}")
+    return config_from_dict(payload, Config, where=str(path))

@@ -1,0 +1,1 @@
+"""Training: configuration-driven runs, distribution, callbacks."""

@@ -1,0 +1,120 @@
+"""Resumable run state: atomic writes, the per-epoch history file, and the best-model keeper.
+
+A run can be killed at any instant (SIGKILL included). Everything here is written to a
+temporary file and renamed into place, so a file is either the old or the new version,
+never half-written; and every piece of state a resumed run needs (best value so far,
+epochs without improvement, history rows) is on disk, so a resumed run makes exactly the
+decisions an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import keras
+import pandas as pd
+
+
+def write_atomic(path: str | Path, writer) -> None:
+    """Call ``writer(temporary_path)``, then rename the result onto ``path``."""
+    path = Path(path)
+    partial = path.with_name(f".{path.stem}.partial{''.join(path.suffixes)}")
+    try:
+        writer(partial)
+        os.replace(partial, path)
+    finally:
+        if partial.exists():
+            partial.unlink()
+
+
+def write_json_atomic(path: str | Path, payload) -> None:
+    write_atomic(path, lambda target: Path(target).write_text(json.dumps(payload, indent=2)))
+
+
+class HistoryFile(keras.callbacks.Callback):
+    """``history.csv``: one row per epoch (0-based ``epoch`` column), rewritten atomically.
+
+    Rows are keyed by epoch, so an epoch repeated after a resume replaces its earlier row
+    instead of appearing twice. Place after callbacks that add to ``logs``.
+    """
+
+    def __init__(self, path: str | Path):
+        super().__init__()
+        self.path = Path(path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        rows = pd.read_csv(self.path) if self.path.exists() else pd.DataFrame({"epoch": []})
+        row = {"epoch": epoch} | {key: float(value) for key, value in (logs or {}).items()}
+        rows = rows[rows["epoch"] != epoch]
+        rows = pd.concat([rows, pd.DataFrame([row])], ignore_index=True).sort_values("epoch")
+        rows["epoch"] = rows["epoch"].astype(int)
+        write_atomic(self.path, lambda target: rows.to_csv(target, index=False))
+
+
+class BestModelKeeper(keras.callbacks.Callback):
+    """Keeps the weights of the best epoch by ``monitor`` and stops after ``patience`` epochs
+    without improvement (0 = never stop early).
+
+    The state after every epoch is kept in ``state_path``, keyed by epoch: an epoch re-run
+    after a resume starts from the state the previous epoch left, so it is never counted
+    twice, whatever instant the kill came at.
+    """
+
+    def __init__(self, weights_path, state_path, monitor: str, patience: int = 0):
+        super().__init__()
+        self.weights_path = Path(weights_path)
+        self.state_path = Path(state_path)
+        self.monitor = monitor
+        self.patience = patience
+        self.higher_is_better = not monitor.endswith("loss")
+        self.states: dict[str, dict] = {}
+
+    def on_train_begin(self, logs=None):
+        if self.state_path.exists():
+            self.states = json.loads(self.state_path.read_text())
+
+    def state_before(self, epoch: int) -> dict:
+        """The state left by the latest epoch before ``epoch`` (the initial one if none)."""
+        return _state_before(self.states, epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise KeyError(f"monitored metric {self.monitor!r} is not in the logs "
+                           f"({', '.join(sorted(logs or {}))})")
+        state = self.state_before(epoch)
+        if self._improves(float(value), state["best"]):
+            write_atomic(self.weights_path, self.model.save_weights)
+            state.update(best=float(value), best_epoch=epoch, wait=0)
+        else:
+            state["wait"] += 1
+        if self.patience and state["wait"] >= self.patience:
+            state["stopped_early"] = True
+            self.model.stop_training = True
+        self.states = {key: item for key, item in self.states.items() if int(key) < epoch}
+        self.states[str(epoch)] = state
+        write_json_atomic(self.state_path, self.states)
+
+    def _improves(self, value: float, best) -> bool:
+        if math.isnan(value):
+            return False
+        if best is None:
+            return True
+        return value > best if self.higher_is_better else value < best
+
+
+def _state_before(states: dict, epoch: int) -> dict:
+    earlier = [int(key) for key in states if int(key) < epoch]
+    if not earlier:
+        return {"best": None, "best_epoch": None, "wait": 0, "stopped_early": False}
+    return dict(states[str(max(earlier))])
+
+
+def read_best_state(state_path: str | Path) -> dict:
+    """The keeper's state after the last recorded epoch (best value, epoch, wait, stop)."""
+    path = Path(state_path)
+    states = json.loads(path.read_text()) if path.exists() else {}
+    return _state_before(states, 1 << 30)

@@ -1,0 +1,161 @@
+"""The data side of a run: which dataset, which split, which clinical encoding, which batches.
+
+``prepare_run_data(config, workdir)`` loads and validates the dataset (the phantom dataset,
+generated once into a cache folder, when ``data.data_dir`` is empty), writes or re-reads the
+run's ``splits.csv`` and ``clinical_encoding.json``, and returns a ``RunData`` from which the
+training and validation ``tf.data`` pipelines and the model are made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pandas as pd
+import tensorflow as tf
+
+from dermnet.config import Config
+from dermnet.data import splits as splitting
+from dermnet.data.clinical import ClinicalEncoder, fit_clinical_encoder, load_clinical_encoder
+from dermnet.data.ham10000 import load_ham10000
+from dermnet.data.pipeline import (
+    PipelineConfig,
+    build_dataset,
+    build_epoch_dataset,
+    compute_class_weights,
+)
+from dermnet.data.vocabulary import CLASSES
+
+
+def default_cache_dir() -> Path:
+    """``$DERMNET_CACHE`` or ``~/.cache/dermnet``: where the phantom dataset is generated."""
+    return Path(os.environ.get("DERMNET_CACHE") or Path.home() / ".cache" / "dermnet")
+
+
+def resolve_data_dir(config: Config, log=print) -> Path:
+    """``data.data_dir``, or the phantom dataset of ``data.phantom_images`` images (made once)."""
+    if config.data.data_dir:
+        return Path(config.data.data_dir)
+    from dermnet.data.phantom import PHANTOM_VERSION, write_phantom
+
+    count = config.data.phantom_images
+    folder = default_cache_dir() / f"phantom-v{PHANTOM_VERSION}-{count}-seed0"
+    if not (folder / "HAM10000_metadata.csv").exists():
+        log(f"generating the SYNTHETIC phantom dataset ({count} images) in {folder}")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            write_phantom(folder, count, seed=0)
+        except ValueError:
+            # Another process generated it concurrently (the writer renames atomically).
+            if not (folder / "HAM10000_metadata.csv").exists():
+                raise
+    return folder
+
+
+@dataclasses.dataclass(frozen=True)
+class RunData:
+    data_dir: Path
+    training: pd.DataFrame            # rows of the training folds (reader columns + path, label)
+    validation: pd.DataFrame          # rows of the validation fold
+    test: pd.DataFrame                # held-out test rows (not used in training)
+    encoder: ClinicalEncoder          # fitted on the training rows
+    synthetic: bool                   # True for the phantom dataset
+    class_names: tuple[str, ...] = CLASSES
+
+    @property
+    def num_training(self) -> int:
+        return len(self.training)
+
+    def describe(self) -> str:
+        label = "SYNTHETIC phantom data" if self.synthetic else "data"
+        return (f"{label} {self.data_dir}: {len(self.training)} training, "
+                f"{len(self.validation)} validation, {len(self.test)} test images")
+
+    def clinical(self, frame: pd.DataFrame, config: Config):
+        return self.encoder.transform(frame) if config.data.clinical else None
+
+    def build_model(self, config: Config):
+        from dermnet.models.classifier import build_classifier
+
+        model = config.model
+        return build_classifier(
+            model.backbone, config.data.image_size, len(self.class_names),
+            clinical_features=self.encoder.num_features if config.data.clinical else None,
+            weights=model.weights, dropout=model.dropout, clinical_units=model.clinical_units,
+            clinical_dropout=model.clinical_dropout,
+            clinical_mask_rate=model.clinical_mask_rate)
+
+    def class_weights(self, config: Config) -> dict[int, float] | None:
+        if config.data.sampling != "class_weights":
+            return None
+        return compute_class_weights(self.training["label"].to_numpy(), len(self.class_names))
+
+
+def prepare_run_data(config: Config, workdir: Path, log=print) -> RunData:
+    """Load the dataset, and write (or, on resume, re-read) the split and the encoding."""
+    data_dir = resolve_data_dir(config, log)
+    dataset = load_ham10000(data_dir, check_images="header")
+    splits = _load_or_make_splits(config, dataset.frame, workdir / "splits.csv")
+    training_ids, validation_ids = splitting.select_fold(splits, config.data.fold)
+    frame = dataset.frame.set_index("image_id", drop=False)
+    test_ids = splits.loc[splits["fold"] == splitting.TEST, "image_id"]
+    training = frame.loc[training_ids].reset_index(drop=True)
+    encoding_path = workdir / "clinical_encoding.json"
+    if encoding_path.exists():
+        encoder = load_clinical_encoder(encoding_path)
+    else:
+        encoder = fit_clinical_encoder(training)
+        encoder.save_json(encoding_path)
+    synthetic = bool("dataset" in frame and (frame["dataset"] == "phantom").all())
+    return RunData(data_dir, training, frame.loc[validation_ids].reset_index(drop=True),
+                   frame.loc[test_ids].reset_index(drop=True), encoder, synthetic)
+
+
+def _load_or_make_splits(config: Config, frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    if path.exists():
+        splits = splitting.load_splits(path)
+        if set(splits["image_id"]) != set(frame["image_id"]):
+            raise ValueError(f"{path}: its image ids do not match the dataset's; the data "
+                             "changed since this run started (use --overwrite to restart)")
+        return splits
+    data = config.data
+    splits = splitting.make_splits(frame, folds=data.folds, test_fraction=data.test_fraction,
+                                   seed=data.split_seed, by=data.split_by)
+    splitting.save_splits(splits, path)
+    return splits
+
+
+def _pipeline_config(config: Config, global_batch: int) -> PipelineConfig:
+    data = config.data
+    return PipelineConfig(image_size=tuple(data.image_size), batch_size=global_batch,
+                          cache=data.cache, augment=data.augment, seed=config.training.seed,
+                          deterministic=True)
+
+
+def make_training_dataset(data: RunData, config: Config, first_epoch: int, last_epoch: int,
+                          global_batch: int) -> tf.data.Dataset:
+    """Batches of epochs ``first_epoch..last_epoch-1``, each shuffled and augmented from
+    (seed, epoch), so a resumed run sees exactly the batches an uninterrupted one would."""
+    frame = data.training
+    dataset = build_epoch_dataset(frame["path"].tolist(), frame["label"].to_numpy(),
+                                  data.clinical(frame, config),
+                                  config=_pipeline_config(config, global_batch),
+                                  first_epoch=first_epoch, last_epoch=last_epoch)
+    return _shard_by_data(dataset)
+
+
+def make_evaluation_dataset(frame: pd.DataFrame, data: RunData, config: Config,
+                            global_batch: int) -> tf.data.Dataset:
+    """Ordered, unaugmented batches of ``frame``'s rows."""
+    dataset = build_dataset(frame["path"].tolist(), frame["label"].to_numpy(),
+                            data.clinical(frame, config),
+                            config=_pipeline_config(config, global_batch), training=False)
+    return _shard_by_data(dataset)
+
+
+def _shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    # Multi-worker runs split batches between workers, not files (the inputs are one list).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)

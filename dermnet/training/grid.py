@@ -1,0 +1,50 @@
+"""Grids of runs: the first study's 8 backbones x 2 resolutions x clinical on/off x 5 folds.
+
+Each grid entry is an independent ``train.py`` command with its own run directory, so the
+list can run in sequence, in parallel, or go to a cluster scheduler; each entry resumes when
+interrupted and is skipped once finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from pathlib import Path
+
+from dermnet.models.registry import list_backbones
+
+RESOLUTIONS = {"low": (224, 300), "high": (450, 600)}
+
+
+@dataclasses.dataclass(frozen=True)
+class GridEntry:
+    backbone: str
+    resolution: str          # "low" or "high"
+    clinical: bool
+    fold: int
+    out: Path                # the entry's run directory
+
+    def arguments(self, preset: str, extra: tuple[str, ...] = ()) -> list[str]:
+        """train.py arguments of this entry."""
+        return ["--preset", preset, "--backbone", self.backbone, "--resolution",
+                self.resolution, "--clinical" if self.clinical else "--no-clinical",
+                "--fold", str(self.fold), "--out", str(self.out), *extra]
+
+    def command(self, preset: str, extra: tuple[str, ...] = (), python: str = "python") -> str:
+        return shlex.join([python, "train.py", *self.arguments(preset, extra)])
+
+
+def make_grid(name: str, out_root: str | Path, folds: int = 5) -> list[GridEntry]:
+    """The entries of grid ``name`` under ``out_root`` (``paper``: 8 x 2 x 2 x folds)."""
+    if name != "paper":
+        raise ValueError(f"unknown grid {name!r}; valid: paper")
+    out_root = Path(out_root)
+    return [
+        GridEntry(backbone, resolution, clinical, fold,
+                  out_root / f"{backbone}-{resolution}-{'clinical' if clinical else 'image'}"
+                  / f"fold-{fold}")
+        for backbone in list_backbones()
+        for resolution in RESOLUTIONS
+        for clinical in (False, True)
+        for fold in range(folds)
+    ]

@@ -1,0 +1,276 @@
+"""One training run: ``train_and_evaluate(config, workdir)`` from a config to a run directory.
+
+    workdir/
+      config.json  clinical_encoding.json  splits.csv     what the run was and saw
+      history.csv                                          one row per epoch
+      tb/                                                  TensorBoard logs
+      model.keras  saved_model/                            the best epoch's model
+      finished.json                                        written last: the run is complete
+      state/                                               resume state (backup, best weights)
+
+A run killed at any instant and started again with the same config resumes from its last
+completed epoch and ends where an uninterrupted run would (identical weights on CPU with
+``training.deterministic``): the backup holds weights and optimizer state, every epoch's
+shuffle and augmentation derive from (seed, epoch), and the early-stopping state is on disk.
+TensorFlow-specific (tf.data, tf.distribute).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from dermnet.config import Config, config_to_dict, load_config, save_config
+from dermnet.training import callbacks as monitoring
+from dermnet.training.checkpoints import (
+    BestModelKeeper,
+    HistoryFile,
+    read_best_state,
+    write_atomic,
+    write_json_atomic,
+)
+from dermnet.training.data import (
+    RunData,
+    make_evaluation_dataset,
+    make_training_dataset,
+    prepare_run_data,
+)
+from dermnet.training.metrics import BalancedAccuracy, MacroAUC
+from dermnet.training.schedules import WarmupSchedule
+from dermnet.training.strategy import describe_strategy, is_chief, make_strategy
+
+FINISHED = "finished.json"
+
+
+class RunExistsError(RuntimeError):
+    """The run directory holds a finished run, or a run of a different config."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    name: str                # "head" (backbone frozen) or "main"
+    first_epoch: int         # 0-based, inclusive
+    last_epoch: int          # exclusive
+    backbone: str            # "frozen", "top" (top layers, BatchNorm frozen) or "all"
+    learning_rate: float     # peak learning rate of the phase
+    warmup_epochs: int       # linear warm-up at the start of the phase
+
+
+def plan_phases(config: Config) -> list[Phase]:
+    """Two-phase transfer learning from pretrained weights, one phase from scratch."""
+    training = config.training
+    pretrained = config.model.weights is not None
+    frozen = min(training.freeze_epochs, training.epochs - 1) if pretrained else 0
+    phases = []
+    if frozen > 0:
+        phases.append(Phase("head", 0, frozen, "frozen", training.head_learning_rate, 0))
+    phases.append(Phase("main", frozen, training.epochs, "top" if pretrained else "all",
+                        training.learning_rate, training.warmup_epochs))
+    return phases
+
+
+def train_and_evaluate(config: Config, workdir: str | Path, *, overwrite: bool = False,
+                       log=print) -> dict:
+    """Train ``config`` into ``workdir`` (resuming it if interrupted); returns the summary
+    written to ``finished.json``."""
+    workdir = _output_dir(Path(workdir))
+    _prepare_workdir(workdir, config, overwrite)
+    _set_up_runtime(config)
+    strategy = make_strategy(config.training.strategy)
+    log(f"run {workdir}: {config.model.backbone} {config.data.image_size[0]}x"
+        f"{config.data.image_size[1]}, clinical {'on' if config.data.clinical else 'off'}, "
+        f"fold {config.data.fold}; {describe_strategy(strategy)}")
+    data = prepare_run_data(config, workdir)
+    log(data.describe())
+    start = time.perf_counter()
+    model = None
+    for phase in plan_phases(config):
+        model = _run_phase(phase, config, data, strategy, workdir, log)
+        if _best_state(workdir)["stopped_early"]:
+            log(f"early stop: no {config.training.monitor} improvement for "
+                f"{config.training.patience} epochs")
+            break
+    return _finish(model, config, data, workdir, time.perf_counter() - start, log)
+
+
+def _output_dir(workdir: Path) -> Path:
+    """Non-chief multi-worker tasks write a private copy under ``worker-K/``."""
+    if is_chief():
+        return workdir
+    index = int(json.loads(os.environ["TF_CONFIG"])["task"]["index"])
+    return workdir / f"worker-{index}"
+
+
+def _prepare_workdir(workdir: Path, config: Config, overwrite: bool) -> None:
+    """Create the run directory, refuse to clobber a finished or different run, save config."""
+    config_path = workdir / "config.json"
+    if overwrite and workdir.exists():
+        shutil.rmtree(workdir)
+    if (workdir / FINISHED).exists():
+        raise RunExistsError(f"{workdir} already holds a finished run; use --overwrite to "
+                             "replace it or choose another --out")
+    if config_path.exists() and load_config(config_path) != config:
+        raise RunExistsError(f"{workdir} holds an unfinished run of a different config; "
+                             "use --overwrite to discard it or choose another --out")
+    (workdir / "state").mkdir(parents=True, exist_ok=True)
+    write_atomic(config_path, lambda target: save_config(config, target))
+
+
+def _set_up_runtime(config: Config) -> None:
+    keras.utils.set_random_seed(config.training.seed)
+    if config.training.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    if config.training.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+
+
+def _run_phase(phase: Phase, config: Config, data: RunData, strategy, workdir: Path, log):
+    state = workdir / "state"
+    weights = state / f"{phase.name}.weights.h5"
+    global_batch = config.data.batch_size * strategy.num_replicas_in_sync
+    steps = int(np.ceil(data.num_training / global_batch))
+    with strategy.scope():
+        model = data.build_model(config)
+        _load_previous_phase(model, phase, config, state)
+        _set_trainable(model, phase, config)
+        _compile(model, config, phase, steps)
+    if weights.exists():  # finished in an earlier session
+        model.load_weights(weights)
+        return model
+    log(f"phase '{phase.name}': epochs {phase.first_epoch + 1}-{phase.last_epoch}, backbone "
+        f"{phase.backbone}, lr {phase.learning_rate:g}, {steps} steps of {global_batch}")
+    training = make_training_dataset(data, config, phase.first_epoch, phase.last_epoch,
+                                     global_batch)
+    validation = make_evaluation_dataset(data.validation, data, config, global_batch)
+    callbacks = _make_callbacks(model, config, data, workdir, phase, training, validation)
+    model.fit(training, epochs=phase.last_epoch, initial_epoch=phase.first_epoch,
+              steps_per_epoch=steps, validation_data=validation, callbacks=callbacks,
+              class_weight=data.class_weights(config), shuffle=False,
+              verbose=1 if sys.stdout.isatty() else 0)
+    write_atomic(weights, model.save_weights)
+    return model
+
+
+def _load_previous_phase(model, phase: Phase, config: Config, state: Path) -> None:
+    earlier = [item for item in plan_phases(config) if item.last_epoch <= phase.first_epoch]
+    if earlier:
+        model.load_weights(state / f"{earlier[-1].name}.weights.h5")
+
+
+def _set_trainable(model, phase: Phase, config: Config) -> None:
+    from dermnet.models.classifier import freeze_backbone, unfreeze_top
+
+    if phase.backbone == "frozen":
+        freeze_backbone(model)
+    elif phase.backbone == "top":
+        unfreeze_top(model, config.training.unfreeze_fraction)
+
+
+def _compile(model, config: Config, phase: Phase, steps: int) -> None:
+    training = config.training
+    epochs = phase.last_epoch - phase.first_epoch
+    schedule = WarmupSchedule(phase.learning_rate, epochs * steps, phase.warmup_epochs * steps,
+                              training.schedule)
+    optimizer = _make_optimizer(training.optimizer, schedule, training.weight_decay)
+    loss = keras.losses.SparseCategoricalCrossentropy()
+    if training.label_smoothing:
+        # Sparse labels cannot be smoothed directly; the one-hot loss can.
+        loss = _SmoothedSparseCrossentropy(training.label_smoothing)
+    classes = model.output_shape[-1]
+    model.compile(optimizer=optimizer, loss=loss, jit_compile=training.jit,
+                  metrics=["accuracy", BalancedAccuracy(classes), MacroAUC(classes)])
+
+
+def _make_optimizer(name: str, schedule, weight_decay: float):
+    if name == "adamw":
+        return keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
+    if name == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True,
+                                    weight_decay=weight_decay or None)
+    return keras.optimizers.Adam(schedule)
+
+
+class _SmoothedSparseCrossentropy(keras.losses.Loss):
+    def __init__(self, smoothing: float, name="smoothed_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.smoothing = smoothing
+
+    def call(self, y_true, y_pred):
+        classes = keras.ops.shape(y_pred)[-1]
+        one_hot = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"),
+                                    classes)
+        return keras.losses.categorical_crossentropy(one_hot, y_pred,
+                                                     label_smoothing=self.smoothing)
+
+
+def _make_callbacks(model, config, data: RunData, workdir: Path, phase: Phase, training,
+                    validation) -> list:
+    state, logs = workdir / "state", workdir / "tb"
+    training_config = config.training
+    callbacks = [
+        monitoring.Throughput(config.data.batch_size * model.distribute_strategy
+                              .num_replicas_in_sync),
+        BestModelKeeper(state / "best.weights.h5", state / "best.json",
+                        training_config.monitor, training_config.patience),
+        HistoryFile(workdir / "history.csv"),
+        keras.callbacks.TensorBoard(log_dir=str(logs), write_graph=False),
+        monitoring.ConfusionMatrixImage(str(logs), validation, data.class_names),
+    ]
+    if phase.first_epoch == 0:
+        callbacks.append(monitoring.AugmentedImages(str(logs), training))
+        monitoring.log_hparams(str(logs), _hparams(config))
+    if not sys.stdout.isatty():
+        callbacks.append(monitoring.EpochSummary())
+    # Last, so that a backup is only taken once every other callback recorded the epoch.
+    callbacks.append(keras.callbacks.BackupAndRestore(str(state / f"backup-{phase.name}")))
+    return callbacks
+
+
+def _hparams(config: Config) -> dict:
+    flat = {}
+    for section, values in config_to_dict(config).items():
+        if isinstance(values, dict):
+            flat.update({f"{section}.{key}": value for key, value in values.items()
+                         if not isinstance(value, dict)})
+    return flat
+
+
+def _best_state(workdir: Path) -> dict:
+    return read_best_state(workdir / "state" / "best.json")
+
+
+def _finish(model, config: Config, data: RunData, workdir: Path, seconds: float, log) -> dict:
+    best = _best_state(workdir)
+    model.load_weights(workdir / "state" / "best.weights.h5")
+    # The saved model is for inference: no optimizer, schedule or training metrics, so it
+    # loads with only dermnet's layers registered (import dermnet.models.classifier).
+    inference = data.build_model(dataclasses.replace(
+        config, model=dataclasses.replace(config.model, weights=None)))
+    inference.set_weights(model.get_weights())
+    write_atomic(workdir / "model.keras", inference.save)
+    _export_saved_model(inference, workdir / "saved_model")
+    summary = {"best_epoch": best["best_epoch"] + 1, "monitor": config.training.monitor,
+               "best_value": best["best"], "stopped_early": best["stopped_early"],
+               "seconds_this_session": round(seconds, 1)}
+    write_json_atomic(workdir / FINISHED, summary)
+    log(f"best {config.training.monitor} {best['best']:.4f} at epoch {summary['best_epoch']}; "
+        f"model: {workdir / 'model.keras'}")
+    return summary
+
+
+def _export_saved_model(model, target: Path) -> None:
+    """TensorFlow SavedModel for serving (``model.export``), written beside then renamed."""
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.export(str(partial), format="tf_saved_model", verbose=False)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
