@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import keras
+import numpy as np
 import pandas as pd
 
 
@@ -118,3 +119,63 @@ def read_best_state(state_path: str | Path) -> dict:
     path = Path(state_path)
     states = json.loads(path.read_text()) if path.exists() else {}
     return _state_before(states, 1 << 30)
+
+
+class EpochSeeds(keras.callbacks.Callback):
+    """Sets every random-seed state in the model (dropout, clinical masking) from (seed,
+    epoch) when an epoch begins.
+
+    Keras does not save seed-generator states with the weights, so a resumed run would
+    otherwise redraw epoch k's dropout masks from the states of epoch 0.
+    """
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        states = [variable for variable in self.model.variables
+                  if variable.path.endswith("seed_generator_state")]
+        for index, state in enumerate(states):
+            value = np.array([self.seed * 1_000_003 + epoch, index], dtype=state.dtype)
+            state.assign(value)
+
+
+BACKUP_METADATA = "training_metadata.json"
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore with a kill-proof commit.
+
+    Keras writes the weights file in place and then the epoch number, so a kill can leave a
+    half-written file, or new weights beside an old epoch number. Here each backup is a new
+    weights file written under a temporary name, and the metadata naming it (epoch and file)
+    is the atomic commit: a resume always loads a complete pair.
+    """
+
+    def _save_model(self):
+        backup = Path(self.backup_dir)
+        backup.mkdir(parents=True, exist_ok=True)
+        weights = backup / f"epoch-{self._current_epoch}.weights.h5"
+        write_atomic(weights, lambda target: self.model.save_weights(target, overwrite=True))
+        write_json_atomic(backup / BACKUP_METADATA, {
+            "epoch": self._current_epoch, "batch": self._last_batch_seen,
+            "weights": weights.name})
+        for stale in backup.glob("epoch-*.weights.h5"):
+            if stale != weights:
+                stale.unlink()
+
+    def _load_model(self):
+        metadata = read_backup_metadata(self.backup_dir)
+        if metadata is None:
+            return
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)  # before loading
+        self.model.load_weights(Path(self.backup_dir) / metadata["weights"])
+        self.model._initial_epoch = metadata["epoch"]
+
+
+def read_backup_metadata(backup_dir: str | Path) -> dict | None:
+    """The committed backup's ``{"epoch", "batch", "weights"}``, or None if there is none."""
+    path = Path(backup_dir) / BACKUP_METADATA
+    return json.loads(path.read_text()) if path.exists() else None

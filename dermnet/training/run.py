@@ -32,8 +32,11 @@ import tensorflow as tf
 from dermnet.config import Config, config_to_dict, load_config, save_config
 from dermnet.training import callbacks as monitoring
 from dermnet.training.checkpoints import (
+    AtomicBackupAndRestore,
     BestModelKeeper,
+    EpochSeeds,
     HistoryFile,
+    read_backup_metadata,
     read_best_state,
     write_atomic,
     write_json_atomic,
@@ -146,18 +149,28 @@ def _run_phase(phase: Phase, config: Config, data: RunData, strategy, workdir: P
     if weights.exists():  # finished in an earlier session
         model.load_weights(weights)
         return model
-    log(f"phase '{phase.name}': epochs {phase.first_epoch + 1}-{phase.last_epoch}, backbone "
-        f"{phase.backbone}, lr {phase.learning_rate:g}, {steps} steps of {global_batch}")
-    training = make_training_dataset(data, config, phase.first_epoch, phase.last_epoch,
-                                     global_batch)
+    backup = state / f"backup-{phase.name}"
+    first = _resume_epoch(backup, phase)
+    log(f"phase '{phase.name}': epochs {first + 1}-{phase.last_epoch}"
+        f"{' (resumed)' if first > phase.first_epoch else ''}, backbone {phase.backbone}, "
+        f"lr {phase.learning_rate:g}, {steps} steps of {global_batch}")
+    # The stream starts at the epoch BackupAndRestore will resume from, so that epoch k
+    # trains on epoch k's batches whether or not the run was interrupted.
+    training = make_training_dataset(data, config, first, phase.last_epoch, global_batch)
     validation = make_evaluation_dataset(data.validation, data, config, global_batch)
     callbacks = _make_callbacks(model, config, data, workdir, phase, training, validation)
-    model.fit(training, epochs=phase.last_epoch, initial_epoch=phase.first_epoch,
+    model.fit(training, epochs=phase.last_epoch, initial_epoch=first,
               steps_per_epoch=steps, validation_data=validation, callbacks=callbacks,
               class_weight=data.class_weights(config), shuffle=False,
               verbose=1 if sys.stdout.isatty() else 0)
     write_atomic(weights, model.save_weights)
     return model
+
+
+def _resume_epoch(backup: Path, phase: Phase) -> int:
+    """First epoch still to train: the committed backup's epoch, or the phase's first."""
+    metadata = read_backup_metadata(backup)
+    return phase.first_epoch if metadata is None else max(phase.first_epoch, metadata["epoch"])
 
 
 def _load_previous_phase(model, phase: Phase, config: Config, state: Path) -> None:
@@ -217,6 +230,7 @@ def _make_callbacks(model, config, data: RunData, workdir: Path, phase: Phase, t
     state, logs = workdir / "state", workdir / "tb"
     training_config = config.training
     callbacks = [
+        EpochSeeds(training_config.seed),
         monitoring.Throughput(config.data.batch_size * model.distribute_strategy
                               .num_replicas_in_sync),
         BestModelKeeper(state / "best.weights.h5", state / "best.json",
@@ -231,7 +245,7 @@ def _make_callbacks(model, config, data: RunData, workdir: Path, phase: Phase, t
     if not sys.stdout.isatty():
         callbacks.append(monitoring.EpochSummary())
     # Last, so that a backup is only taken once every other callback recorded the epoch.
-    callbacks.append(keras.callbacks.BackupAndRestore(str(state / f"backup-{phase.name}")))
+    callbacks.append(AtomicBackupAndRestore(str(state / f"backup-{phase.name}")))
     return callbacks
 
 
