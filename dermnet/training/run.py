@@ -85,10 +85,11 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, overwrite: bool =
                        log=print) -> dict:
     """Train ``config`` into ``workdir`` (resuming it if interrupted); returns the summary
     written to ``finished.json``."""
+    # First of all: multi-worker collectives must be configured before TensorFlow runs an op.
+    strategy = make_strategy(config.training.strategy)
     workdir = _output_dir(Path(workdir))
     _prepare_workdir(workdir, config, overwrite)
     _set_up_runtime(config)
-    strategy = make_strategy(config.training.strategy)
     log(f"run {workdir}: {config.model.backbone} {config.data.image_size[0]}x"
         f"{config.data.image_size[1]}, clinical {'on' if config.data.clinical else 'off'}, "
         f"fold {config.data.fold}; {describe_strategy(strategy)}")

@@ -37,12 +37,13 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
         raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}")
     if os.environ.get("DERMNET_LOGICAL_CPUS"):
         split_logical_cpus(int(os.environ["DERMNET_LOGICAL_CPUS"]))
-    gpus = tf.config.list_logical_devices("GPU")
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise ValueError("strategy 'multiworker' needs the TF_CONFIG environment variable "
                              "(cluster and task of this worker)")
+        # Before anything initialises TensorFlow's runtime (listing devices does).
         return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):
         devices = gpus or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([device.name for device in devices])
@@ -68,3 +69,4 @@ def describe_strategy(strategy: tf.distribute.Strategy) -> str:
     """One line for logs: strategy class and replica count."""
     name = type(strategy).__name__.lstrip("_").replace("DistributionStrategy", "Strategy")
     return f"{name} with {strategy.num_replicas_in_sync} replica(s)"
+

@@ -162,6 +162,11 @@ def free_ports(count: int) -> list[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "Keras 3.15's fit() cannot run under MultiWorkerMirroredStrategy: it reduces the first "
+    "batch with strategy.reduce (fails on nested inputs, keras-team/keras#20329) and reduces "
+    "scalar metric values with axis=0; the run exits with an error. Strict: this test "
+    "starts failing the suite the day it passes."))
 def test_two_worker_multiworker_run_ends_with_identical_weights(tmp_path, cache_dir):
     # Make the phantom dataset first, so both workers read the same, complete folder.
     warm = run_train([*SMOKE, "--epochs", "1", "--out", str(tmp_path / "warm")], cache_dir)
