@@ -80,6 +80,10 @@ class TrainingConfig:
     freeze_epochs: int = 3               # phase 1 epochs with the backbone frozen (pretrained only)
     unfreeze_fraction: float = 0.5       # top share of backbone layers trained in phase 2
     label_smoothing: float = 0.0         # categorical label smoothing
+    # Override the backbone's BatchNorm momentum (Keras Applications use 0.99). Short runs
+    # from scratch need a faster one (0.9): otherwise the moving statistics that validation
+    # uses lag the weights and the network saturates at inference. None keeps the default.
+    batchnorm_momentum: float | None = None
     monitor: str = "val_balanced_accuracy"  # model selection / early stopping metric
     patience: int = 20                   # early-stopping patience in epochs; 0 disables it
     seed: int = 0                        # weights init, shuffling and augmentation
@@ -137,7 +141,7 @@ def _demo() -> Config:
                         sampling="class_weights", augment=AugmentConfig.geometric()),
         model=ModelConfig(backbone="mobilenet", weights=None, clinical_units=(32,)),
         training=TrainingConfig(epochs=8, learning_rate=2e-3, warmup_epochs=1,
-                                freeze_epochs=0, patience=0),
+                                freeze_epochs=0, patience=0, batchnorm_momentum=0.9),
     )
 
 

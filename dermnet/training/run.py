@@ -145,6 +145,7 @@ def _run_phase(phase: Phase, config: Config, data: RunData, strategy, workdir: P
     with strategy.scope():
         model = data.build_model(config)
         _load_previous_phase(model, phase, config, state)
+        _set_batchnorm_momentum(model, config.training.batchnorm_momentum)
         _set_trainable(model, phase, config)
         _compile(model, config, phase, steps)
     if weights.exists():  # finished in an earlier session
@@ -178,6 +179,21 @@ def _load_previous_phase(model, phase: Phase, config: Config, state: Path) -> No
     earlier = [item for item in plan_phases(config) if item.last_epoch <= phase.first_epoch]
     if earlier:
         model.load_weights(state / f"{earlier[-1].name}.weights.h5")
+
+
+def _set_batchnorm_momentum(model, momentum: float | None) -> None:
+    if momentum is None:
+        return
+    for layer in _walk_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+
+
+def _walk_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _walk_layers(layer)
 
 
 def _set_trainable(model, phase: Phase, config: Config) -> None:
