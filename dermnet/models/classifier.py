@@ -88,6 +88,21 @@ def get_backbone_model(model: keras.Model) -> keras.Model:
     return nested[0]
 
 
+def walk_layers(model: keras.Model):
+    """Every layer of ``model``, descending into nested models (the backbone)."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from walk_layers(layer)
+
+
+def set_batchnorm_momentum(model: keras.Model, momentum: float) -> None:
+    """Set the moving-statistics momentum of every BatchNormalization, backbone included."""
+    for layer in walk_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+
+
 def freeze_backbone(model: keras.Model) -> None:
     """Phase 1 of transfer learning: train only the head (and clinical branch)."""
     get_backbone_model(model).trainable = False

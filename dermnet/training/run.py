@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from dermnet.config import Config, config_to_dict, load_config, save_config
+from dermnet.models.classifier import set_batchnorm_momentum
 from dermnet.training import callbacks as monitoring
 from dermnet.training.checkpoints import (
     AtomicBackupAndRestore,
@@ -145,7 +146,8 @@ def _run_phase(phase: Phase, config: Config, data: RunData, strategy, workdir: P
     with strategy.scope():
         model = data.build_model(config)
         _load_previous_phase(model, phase, config, state)
-        _set_batchnorm_momentum(model, config.training.batchnorm_momentum)
+        if config.training.batchnorm_momentum is not None:
+            set_batchnorm_momentum(model, config.training.batchnorm_momentum)
         _set_trainable(model, phase, config)
         _compile(model, config, phase, steps)
     if weights.exists():  # finished in an earlier session
@@ -179,21 +181,6 @@ def _load_previous_phase(model, phase: Phase, config: Config, state: Path) -> No
     earlier = [item for item in plan_phases(config) if item.last_epoch <= phase.first_epoch]
     if earlier:
         model.load_weights(state / f"{earlier[-1].name}.weights.h5")
-
-
-def _set_batchnorm_momentum(model, momentum: float | None) -> None:
-    if momentum is None:
-        return
-    for layer in _walk_layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = momentum
-
-
-def _walk_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _walk_layers(layer)
 
 
 def _set_trainable(model, phase: Phase, config: Config) -> None:

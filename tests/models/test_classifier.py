@@ -13,7 +13,9 @@ from dermnet.models.classifier import (
     build_classifier,
     freeze_backbone,
     get_backbone_model,
+    set_batchnorm_momentum,
     unfreeze_top,
+    walk_layers,
 )
 from dermnet.models.clinical_branch import ClinicalMasking
 from dermnet.models.preprocessing import PixelPreprocessing
@@ -97,6 +99,15 @@ def test_two_phase_fine_tuning_keeps_batchnorm_frozen():
     assert norms and not any(layer.trainable for layer in norms)
     convs = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Conv2D)]
     assert convs[-1].trainable and not convs[0].trainable
+
+
+def test_batchnorm_momentum_reaches_backbone_and_branch():
+    model = build_classifier("mobilenet", SMALL, clinical_features=20)
+    norms = [layer for layer in walk_layers(model)
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) > 20 and {layer.momentum for layer in norms} == {0.99}
+    set_batchnorm_momentum(model, 0.9)
+    assert {layer.momentum for layer in norms} == {0.9}
 
 
 def save_and_reload(model, tmp_path):

@@ -5,6 +5,7 @@ import math
 import keras
 import pytest
 
+from dermnet.models.classifier import walk_layers
 from dermnet.models.registry import BackboneSpec, get_backbone, list_backbones, register_backbone
 
 # One table drives the parametrised tests (keras.applications style): name -> pooled width.
@@ -45,12 +46,6 @@ def count_like_reference(model: keras.Model, with_statistics: bool) -> int:
     )
     return model.count_params() - (0 if with_statistics else statistics)
 
-
-def walk_layers(model: keras.Model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from walk_layers(layer)
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))
