@@ -84,6 +84,10 @@ class TrainingConfig:
     # from scratch need a faster one (0.9): otherwise the moving statistics that validation
     # uses lag the weights and the network saturates at inference. None keeps the default.
     batchnorm_momentum: float | None = None
+    # With several replicas, BatchNorm statistics over the global batch (SyncBatchNorm):
+    # per-replica batches can be tiny at 450x600, and every replica and worker then keeps
+    # the same moving statistics (otherwise each keeps its own, and only one is saved).
+    sync_batchnorm: bool = True
     monitor: str = "val_balanced_accuracy"  # model selection / early stopping metric
     patience: int = 20                   # early-stopping patience in epochs; 0 disables it
     seed: int = 0                        # weights init, shuffling and augmentation

@@ -103,6 +103,16 @@ def set_batchnorm_momentum(model: keras.Model, momentum: float) -> None:
             layer.momentum = momentum
 
 
+def set_batchnorm_synchronized(model: keras.Model, synchronized: bool) -> None:
+    """Compute every BatchNormalization's batch statistics over the global batch of all
+    replicas (SyncBatchNorm; TensorFlow backend only). Training-time only: the attribute is
+    read when the train step is traced, and saved inference models are rebuilt without it,
+    so they still load under every backend."""
+    for layer in walk_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = synchronized
+
+
 def freeze_backbone(model: keras.Model) -> None:
     """Phase 1 of transfer learning: train only the head (and clinical branch)."""
     get_backbone_model(model).trainable = False

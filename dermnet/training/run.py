@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from dermnet.config import Config, config_to_dict, load_config, save_config
-from dermnet.models.classifier import set_batchnorm_momentum
+from dermnet.models.classifier import set_batchnorm_momentum, set_batchnorm_synchronized
 from dermnet.training import callbacks as monitoring
 from dermnet.training.checkpoints import (
     AtomicBackupAndRestore,
@@ -48,6 +48,7 @@ from dermnet.training.data import (
     make_training_dataset,
     prepare_run_data,
 )
+from dermnet.training.keras_compat import enable_multiworker_fit
 from dermnet.training.metrics import BalancedAccuracy, MacroAUC
 from dermnet.training.schedules import WarmupSchedule
 from dermnet.training.strategy import describe_strategy, is_chief, make_strategy
@@ -148,8 +149,11 @@ def _run_phase(phase: Phase, config: Config, data: RunData, strategy, workdir: P
         _load_previous_phase(model, phase, config, state)
         if config.training.batchnorm_momentum is not None:
             set_batchnorm_momentum(model, config.training.batchnorm_momentum)
+        if config.training.sync_batchnorm and strategy.num_replicas_in_sync > 1:
+            set_batchnorm_synchronized(model, True)
         _set_trainable(model, phase, config)
         _compile(model, config, phase, steps)
+        enable_multiworker_fit(model, strategy)
     if weights.exists():  # finished in an earlier session
         model.load_weights(weights)
         return model

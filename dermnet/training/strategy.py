@@ -67,6 +67,9 @@ def is_chief() -> bool:
 
 def describe_strategy(strategy: tf.distribute.Strategy) -> str:
     """One line for logs: strategy class and replica count."""
-    name = type(strategy).__name__.lstrip("_").replace("DistributionStrategy", "Strategy")
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        name = "MultiWorkerMirroredStrategy"  # the class is CollectiveAllReduceStrategy
+    else:
+        name = type(strategy).__name__.lstrip("_").replace("DistributionStrategy", "Strategy")
     return f"{name} with {strategy.num_replicas_in_sync} replica(s)"
 

@@ -14,6 +14,7 @@ from dermnet.models.classifier import (
     freeze_backbone,
     get_backbone_model,
     set_batchnorm_momentum,
+    set_batchnorm_synchronized,
     unfreeze_top,
     walk_layers,
 )
@@ -108,6 +109,20 @@ def test_batchnorm_momentum_reaches_backbone_and_branch():
     assert len(norms) > 20 and {layer.momentum for layer in norms} == {0.99}
     set_batchnorm_momentum(model, 0.9)
     assert {layer.momentum for layer in norms} == {0.9}
+    assert {layer.synchronized for layer in norms} == {False}
+    set_batchnorm_synchronized(model, True)
+    assert {layer.synchronized for layer in norms} == {True}
+
+
+def test_load_model_needs_only_the_package(tmp_path):
+    import dermnet.models
+
+    model = build_classifier("mobilenet", SMALL, clinical_features=20)
+    model.save(tmp_path / "model.keras")
+    reloaded = dermnet.models.load_model(tmp_path / "model.keras")
+    inputs = make_inputs()
+    np.testing.assert_allclose(reloaded.predict(inputs, verbose=0),
+                               model.predict(inputs, verbose=0), atol=1e-6)
 
 
 def save_and_reload(model, tmp_path):
