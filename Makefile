@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 demo: $(STAMP)
-	$(BIN)/python -m dermnet.demo --out $(DEMO_DIR)
+	TF_CPP_MIN_LOG_LEVEL=$${TF_CPP_MIN_LOG_LEVEL:-2} $(BIN)/python -m dermnet.demo --out $(DEMO_DIR)
 
 bench: $(STAMP)
 	$(BIN)/python bench/pipeline.py

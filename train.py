@@ -8,9 +8,13 @@ Options map onto the configuration (``dermnet/config.py``); ``--set section.fiel
 reaches every field. Without ``--data-dir`` the run uses the SYNTHETIC phantom dataset.
 """
 
+import os
 import sys
 
-from dermnet.training.cli import main
-
 if __name__ == "__main__":
+    # TensorFlow's C++ start-up chatter (CUDA probing, CPU flags) hides the progress lines;
+    # set TF_CPP_MIN_LOG_LEVEL=0 to see it again.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from dermnet.training.cli import main
+
     sys.exit(main())

@@ -43,16 +43,16 @@ def run_demo(out_dir: Path, overwrite: bool = False) -> None:
 
 def score_test_split(run_dir: Path) -> dict:
     """Accuracy and balanced accuracy of a finished run's model on its test split."""
-    import keras
     from sklearn.metrics import balanced_accuracy_score
 
-    import dermnet.models.classifier  # noqa: F401  (registers dermnet's layers)
     from dermnet.config import load_config
     from dermnet.training.data import make_evaluation_dataset, prepare_run_data
 
     config = load_config(run_dir / "config.json")
     data = prepare_run_data(config, run_dir, log=lambda message: None)
-    model = keras.models.load_model(run_dir / "model.keras", safe_mode=True)
+    from dermnet.models import load_model
+
+    model = load_model(run_dir / "model.keras")
     dataset = make_evaluation_dataset(data.test, data, config, config.data.batch_size)
     predicted = np.argmax(model.predict(dataset, verbose=0), axis=1)
     truth = data.test["label"].to_numpy()
