@@ -1,0 +1,104 @@
+"""The ``evaluate.py`` command line: one run's figures, comparisons, reader studies.
+
+    evaluate.py RUN_DIR [--split test|val|fold] [--data-dir DIR] [--tta N] [--out DIR]
+    evaluate.py compare RUN_DIR... [--by backbone,resolution,clinical] --out REPORT
+    evaluate.py readers ANSWERS_CSV --truth METADATA_CSV [--model-run RUN_DIR] --out REPORT
+
+Exit status: 0 on success, 1 when an input is unusable (the message names it), 2 on a
+usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+SUBCOMMANDS = ("compare", "readers")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "readers":
+        from dermnet.evaluation import reader_cli
+
+        return reader_cli.main(argv[1:])
+    if argv and argv[0] == "compare":
+        return _compare(make_compare_parser().parse_args(argv[1:]))
+    return _evaluate(make_parser().parse_args(argv))
+
+
+def make_parser() -> argparse.ArgumentParser:
+    from dermnet.evaluation.predictions import MAX_TTA, SPLITS
+
+    parser = argparse.ArgumentParser(
+        prog="evaluate.py", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path, help="a finished training run directory")
+    parser.add_argument("--split", choices=SPLITS, default="test",
+                        help="test: the held-out test split (default); val or fold: the "
+                             "run's validation fold")
+    parser.add_argument("--data-dir", type=Path,
+                        help="the dataset, when it moved since training (default: the "
+                             "run's own, or the phantom dataset)")
+    parser.add_argument("--tta", type=int, default=1, metavar="N",
+                        help=f"average over N fixed flips/rotations, 1-{MAX_TTA} (default 1)")
+    parser.add_argument("--out", type=Path, help="output folder (default: RUN_DIR for the "
+                                                 "test split, RUN_DIR/evaluation-val else)")
+    parser.add_argument("--pair", action="append", metavar="POS:NEG",
+                        help="binary task between two classes (repeatable; default mel:nv)")
+    parser.add_argument("--resamples", type=int, default=2000,
+                        help="bootstrap resamples of the lesion-level intervals (default 2000)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--no-runtime", action="store_true",
+                        help="skip the runtime-per-image measurement")
+    return parser
+
+
+def make_compare_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evaluate.py compare",
+        description="Evaluated runs side by side (the paper's Tables 2 and 3) with its tests.")
+    parser.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
+                        help="run directories already evaluated with evaluate.py RUN_DIR")
+    parser.add_argument("--by", default="backbone,resolution,clinical",
+                        help="factors defining a configuration (default: all three)")
+    parser.add_argument("--out", type=Path, required=True, help="report folder")
+    return parser
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from dermnet.evaluation.predictions import EvaluationError
+    from dermnet.evaluation.run import DEFAULT_PAIRS, evaluate_run
+
+    try:
+        pairs = tuple(_parse_pair(text) for text in args.pair) if args.pair else DEFAULT_PAIRS
+        evaluate_run(args.run_dir, args.split, data_dir=args.data_dir, tta=args.tta,
+                     out=args.out, pairs=pairs, n_resamples=args.resamples, seed=args.seed,
+                     runtime=not args.no_runtime)
+    except (EvaluationError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _parse_pair(text: str) -> tuple[str, str]:
+    from dermnet.data.vocabulary import CLASSES
+
+    parts = text.lower().split(":")
+    if len(parts) != 2 or not all(part in CLASSES for part in parts) or parts[0] == parts[1]:
+        raise ValueError(f"--pair takes POSITIVE:NEGATIVE, two different classes of "
+                         f"{', '.join(CLASSES)}; got {text!r}")
+    return parts[0], parts[1]
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from dermnet.evaluation.compare import CompareError, compare_runs, parse_factors
+
+    try:
+        compare_runs(args.run_dirs, parse_factors(args.by), args.out)
+    except (CompareError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"\nwrote report.md, configurations.csv, tests.csv and the tables to {args.out}")
+    return 0

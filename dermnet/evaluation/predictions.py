@@ -1,0 +1,181 @@
+"""A trained run's predictions on one of its splits: the model, its data, test-time
+augmentation and the runtime per image. TensorFlow-specific (tf.data pipelines).
+
+``load_evaluation(run_dir, split, data_dir)`` rebuilds everything from the run directory
+(config.json, splits.csv, clinical_encoding.json, model.keras); ``predict_split`` returns the
+class probabilities in row order, averaged over ``tta`` fixed transforms.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from dermnet.config import Config, load_config
+from dermnet.training.data import RunData, make_evaluation_dataset, prepare_run_data
+
+SPLITS = ("test", "val", "fold")  # "fold" is the run's validation fold, the same rows as "val"
+# Test-time augmentation: fixed, label-preserving transforms of a dermoscopic image (no
+# orientation is privileged). Rotations keep the H x W shape, so only 180 degrees (both
+# flips) and small angles with reflected borders qualify for non-square inputs.
+TTA_TRANSFORMS = ("identity", "flip_left_right", "flip_up_down", "rotate_180",
+                  "rotate_10", "rotate_-10", "flip_left_right+rotate_10",
+                  "flip_up_down+rotate_-10")
+MAX_TTA = len(TTA_TRANSFORMS)
+
+
+class EvaluationError(RuntimeError):
+    """The run directory or the requested evaluation is unusable (message says why)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    run_dir: Path
+    config: Config
+    data: RunData
+    model: keras.Model
+    split: str                 # "test" or "val"
+    frame: pd.DataFrame        # the split's rows: image_id, lesion_id, dx, label, path, ...
+
+    @property
+    def truth(self) -> np.ndarray:
+        return self.frame["label"].to_numpy()
+
+    @property
+    def groups(self) -> np.ndarray:
+        return self.frame["lesion_id"].to_numpy()
+
+
+def load_evaluation(run_dir: str | Path, split: str = "test", data_dir: str | Path | None = None,
+                    log=print) -> Evaluation:
+    """Everything an evaluation needs, from a finished run directory."""
+    from dermnet.models import load_model
+
+    run_dir = Path(run_dir)
+    if split not in SPLITS:
+        raise EvaluationError(f"--split must be one of {', '.join(SPLITS)}, not {split!r}")
+    for name in ("config.json", "splits.csv", "clinical_encoding.json", "model.keras"):
+        if not (run_dir / name).is_file():
+            raise EvaluationError(f"{run_dir}: no {name}; is this a finished training run "
+                                  "directory (train.py ... --out RUN_DIR)?")
+    config = load_config(run_dir / "config.json")
+    if data_dir is not None:
+        config = dataclasses.replace(config, data=dataclasses.replace(
+            config.data, data_dir=str(data_dir)))
+    data = prepare_run_data(config, run_dir, log=lambda message: None)
+    frame = data.test if split == "test" else data.validation
+    if frame.empty:
+        raise EvaluationError(f"{run_dir}: the {split} split has no images")
+    log(f"{'SYNTHETIC phantom data' if data.synthetic else 'data'} {data.data_dir}: "
+        f"{len(frame)} {split} images")
+    return Evaluation(run_dir, config, data, load_model(run_dir / "model.keras"),
+                      "val" if split == "fold" else split, frame)
+
+
+def predict_split(evaluation: Evaluation, tta: int = 1, batch_size: int | None = None,
+                  log=print) -> np.ndarray:
+    """Probabilities [N, K] in the split's row order, averaged over ``tta`` transforms."""
+    check_tta(tta)
+    total = None
+    for name in TTA_TRANSFORMS[:tta]:
+        dataset = _dataset(evaluation, batch_size).map(
+            lambda inputs, label, name=name: (_transform_inputs(inputs, name), label))
+        if tta > 1:
+            log(f"test-time augmentation: {name}")
+        probabilities = evaluation.model.predict(dataset, verbose=_verbosity())
+        total = probabilities if total is None else total + probabilities
+    return total / tta
+
+
+def check_tta(tta: int) -> None:
+    if not 1 <= tta <= MAX_TTA:
+        raise EvaluationError(f"--tta must be between 1 and {MAX_TTA}, not {tta}")
+
+
+def _dataset(evaluation: Evaluation, batch_size: int | None) -> tf.data.Dataset:
+    config = evaluation.config
+    return make_evaluation_dataset(evaluation.frame, evaluation.data, config,
+                                   batch_size or config.data.batch_size)
+
+
+def _verbosity() -> int:
+    """A progress bar on a terminal; nothing in logs (one line per batch would flood them)."""
+    return 1 if sys.stdout.isatty() else 0
+
+
+def _transform_inputs(inputs: dict, name: str) -> dict:
+    return {**inputs, "image": transform_images(inputs["image"], name)}
+
+
+def transform_images(images, name: str):
+    """Apply one named TTA transform (``+``-joined steps) to uint8 images [B, H, W, 3]."""
+    for step in name.split("+"):
+        if step == "flip_left_right":
+            images = tf.reverse(images, axis=[2])
+        elif step == "flip_up_down":
+            images = tf.reverse(images, axis=[1])
+        elif step == "rotate_180":
+            images = tf.reverse(images, axis=[1, 2])
+        elif step.startswith("rotate_"):
+            images = _rotate(images, float(step.removeprefix("rotate_")))
+        elif step != "identity":
+            raise ValueError(f"unknown test-time transform {step!r}")
+    return images
+
+
+def _rotate(images, degrees: float):
+    """Rotate about the image centre with reflected borders, bilinear, keeping uint8."""
+    angle = math.radians(degrees)
+    shape = tf.shape(images)
+    height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    cos, sin = math.cos(angle), math.sin(angle)
+    # Output pixel (x, y) samples input (a0 x + a1 y + a2, b0 x + b1 y + b2): a rotation
+    # about the centre (cx, cy).
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    transform = tf.stack([cos, -sin, cx - cos * cx + sin * cy,
+                          sin, cos, cy - sin * cx - cos * cy, 0.0, 0.0])
+    transforms = tf.tile(transform[None], [shape[0], 1])
+    rotated = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(images, tf.float32), transforms=transforms,
+        output_shape=shape[1:3], fill_value=0.0, interpolation="BILINEAR",
+        fill_mode="REFLECT")
+    return tf.cast(tf.clip_by_value(tf.round(rotated), 0, 255), images.dtype)
+
+
+def measure_runtime(evaluation: Evaluation, batch_size: int | None = None,
+                    repeats: int = 20) -> dict:
+    """Milliseconds per image of the model's forward pass on this machine, images already
+    decoded: one image at a time (median of ``repeats`` calls) and in batches (median batch
+    time / batch size). Decoding is excluded: it depends on the disk and the JPEG size."""
+    batch_size = batch_size or evaluation.config.data.batch_size
+    inputs, _ = next(iter(_dataset(evaluation, batch_size)))
+    single = {key: value[:1] for key, value in inputs.items()}
+    return {"batch_1_ms": _median_call_ms(evaluation.model, single, repeats),
+            "batched_ms": _median_call_ms(evaluation.model, inputs, max(3, repeats // 4))
+            / int(inputs["image"].shape[0]),
+            "batch_size": int(inputs["image"].shape[0]),
+            "device": _device_name(),
+            "measures": "model forward pass per image, decoding excluded, median of calls"}
+
+
+def _median_call_ms(model: keras.Model, inputs: dict, repeats: int) -> float:
+    model(inputs, training=False)  # warm-up: tracing and memory allocation
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.asarray(model(inputs, training=False))  # block until the result exists
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000)
+
+
+def _device_name() -> str:
+    gpus = tf.config.list_logical_devices("GPU")
+    return f"GPU ({len(gpus)})" if gpus else "CPU"

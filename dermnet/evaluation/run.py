@@ -1,0 +1,120 @@
+"""``evaluate_run(run_dir, ...)``: a finished run's figures on one of its splits.
+
+Writes, into the run directory for the test split (``evaluation-val/`` inside it for the
+validation fold) or ``out``:
+
+    metrics.json             every figure of stats.compute_evaluation with its interval,
+                             binary tasks, runtime per image, what was evaluated
+    predictions.csv          ISIC 2018 Task 3 format: image,MEL,NV,BCC,AKIEC,BKL,DF,VASC
+    per_image.csv            image, lesion, truth, prediction, correct, probabilities
+    per_class.md / .csv      TPR, TNR, G-mean (and PPV, NPV, F1, AUC) per class
+    confusion_matrix.png  roc.png
+
+Everything is computed before anything is written, and each file is renamed into place, so
+an interrupted evaluation never leaves a half-written or mixed set of files.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from dermnet.config import config_to_dict
+from dermnet.data.vocabulary import CLASSES
+from dermnet.evaluation import report
+from dermnet.evaluation.metrics import compute_pair_scores
+from dermnet.evaluation.predictions import (
+    TTA_TRANSFORMS,
+    Evaluation,
+    check_tta,
+    load_evaluation,
+    measure_runtime,
+    predict_split,
+)
+from dermnet.evaluation.stats import compute_binary_evaluation, compute_evaluation, to_json_ready
+
+DEFAULT_PAIRS = (("mel", "nv"),)  # the clinically decisive distinction in HAM10000
+
+
+def default_output_dir(run_dir: Path, split: str) -> Path:
+    return run_dir if split == "test" else run_dir / "evaluation-val"
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test", *, data_dir=None, tta: int = 1,
+                 out: str | Path | None = None, pairs=DEFAULT_PAIRS, n_resamples: int = 2000,
+                 seed: int = 0, runtime: bool = True, log=print) -> dict:
+    """Predict the split, compute every figure, write the files; returns metrics.json."""
+    check_tta(tta)  # before the slow loading
+    evaluation = load_evaluation(run_dir, split, data_dir, log)
+    probabilities = predict_split(evaluation, tta, log=log)
+    metrics = compute_evaluation(evaluation.truth, probabilities, CLASSES,
+                                 groups=evaluation.groups, n_resamples=n_resamples, seed=seed)
+    metrics["binary"] = {f"{positive}_vs_{negative}": _binary(evaluation, probabilities,
+                                                              positive, negative)
+                         for positive, negative in pairs}
+    metrics.update(_describe(evaluation, tta))
+    if runtime:
+        metrics["runtime_ms_per_image"] = measure_runtime(evaluation)
+    metrics = to_json_ready(metrics)
+    target = Path(out) if out else default_output_dir(evaluation.run_dir, evaluation.split)
+    _write_outputs(target, evaluation, probabilities, metrics)
+    log(report.format_summary(metrics, _title(evaluation)))
+    log(f"\nwritten to {target}: metrics.json predictions.csv per_image.csv per_class.md "
+        "per_class.csv confusion_matrix.png roc.png")
+    return metrics
+
+
+def _binary(evaluation: Evaluation, probabilities, positive: str, negative: str) -> dict:
+    mask, truth, scores = compute_pair_scores(evaluation.truth, probabilities, CLASSES,
+                                              positive, negative)
+    if truth.size == 0 or truth.all() or not truth.any():
+        return {"positive": positive, "negative": negative, "n": int(truth.size),
+                "note": "needs images of both classes in the split"}
+    row = compute_binary_evaluation(truth, scores, groups=evaluation.groups[mask])
+    return {"positive": positive, "negative": negative,
+            "score": f"p({positive}) / (p({positive}) + p({negative}))", **row}
+
+
+def _describe(evaluation: Evaluation, tta: int) -> dict:
+    config = evaluation.config
+    return {"run_dir": str(evaluation.run_dir), "split": evaluation.split,
+            "synthetic": evaluation.data.synthetic, "data_dir": str(evaluation.data.data_dir),
+            "tta": list(TTA_TRANSFORMS[:tta]),
+            "model": {"backbone": config.model.backbone,
+                      "image_size": list(config.data.image_size),
+                      "clinical": config.data.clinical, "fold": config.data.fold},
+            "config": config_to_dict(config)}
+
+
+def _title(evaluation: Evaluation) -> str:
+    config = evaluation.config
+    height, width = config.data.image_size
+    label = "SYNTHETIC phantom data, " if evaluation.data.synthetic else ""
+    return (f"{config.model.backbone} {height}x{width}, clinical "
+            f"{'on' if config.data.clinical else 'off'}, fold {config.data.fold}: "
+            f"{label}{evaluation.split} split")
+
+
+def _write_outputs(target: Path, evaluation: Evaluation, probabilities: np.ndarray,
+                   metrics: dict) -> None:
+    """Write every file into a staging folder, then rename each into ``target``."""
+    target.mkdir(parents=True, exist_ok=True)
+    staging = target / ".evaluation-partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    title = _title(evaluation)
+    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
+    report.prediction_frame(evaluation.frame["image_id"], probabilities).to_csv(
+        staging / "predictions.csv", index=False, float_format="%.6f")
+    report.per_image_frame(evaluation.frame, probabilities).to_csv(
+        staging / "per_image.csv", index=False, float_format="%.6f")
+    (staging / "per_class.md").write_text(report.format_summary(metrics, title) + "\n")
+    report.class_table_numbers(metrics).to_csv(staging / "per_class.csv", index=False)
+    report.plot_confusion_matrix(metrics, staging / "confusion_matrix.png", title)
+    report.plot_roc(evaluation.truth, probabilities, staging / "roc.png", title)
+    for path in staging.iterdir():
+        path.replace(target / path.name)
+    staging.rmdir()
