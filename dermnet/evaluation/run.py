@@ -49,7 +49,9 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, data_dir=None, tta
     """Predict the split, compute every figure, write the files; returns metrics.json."""
     check_tta(tta)  # before the slow loading
     evaluation = load_evaluation(run_dir, split, data_dir, log)
-    probabilities = predict_split(evaluation, tta, log=log)
+    # Float64 written with 17 significant digits reads back bit-identical, so anyone
+    # re-scoring predictions.csv gets exactly the figures of metrics.json.
+    probabilities = predict_split(evaluation, tta, log=log).astype(np.float64)
     metrics = compute_evaluation(evaluation.truth, probabilities, CLASSES,
                                  groups=evaluation.groups, n_resamples=n_resamples, seed=seed)
     metrics["binary"] = {f"{positive}_vs_{negative}": _binary(evaluation, probabilities,
@@ -108,9 +110,9 @@ def _write_outputs(target: Path, evaluation: Evaluation, probabilities: np.ndarr
     title = _title(evaluation)
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
     report.prediction_frame(evaluation.frame["image_id"], probabilities).to_csv(
-        staging / "predictions.csv", index=False, float_format="%.6f")
+        staging / "predictions.csv", index=False, float_format="%.17g")
     report.per_image_frame(evaluation.frame, probabilities).to_csv(
-        staging / "per_image.csv", index=False, float_format="%.6f")
+        staging / "per_image.csv", index=False, float_format="%.17g")
     (staging / "per_class.md").write_text(report.format_summary(metrics, title) + "\n")
     report.class_table_numbers(metrics).to_csv(staging / "per_class.csv", index=False)
     report.plot_confusion_matrix(metrics, staging / "confusion_matrix.png", title)

@@ -88,6 +88,38 @@ def test_metrics_agree_with_sklearn_on_the_written_predictions(evaluated_run):
 
 
 @pytest.mark.slow
+def test_predictions_csv_rescored_independently_matches_metrics_json_to_1e9(evaluated_run):
+    """ISIC 2018 scoring redone from predictions.csv alone (truth from splits.csv)."""
+    from sklearn.metrics import confusion_matrix, roc_auc_score
+
+    out, _ = evaluated_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    predictions = pd.read_csv(out / "predictions.csv")
+    splits = pd.read_csv(out / "splits.csv").set_index("image_id")
+    truth = splits.loc[predictions["image"], "dx"].map(CLASSES.index).to_numpy()
+    scores = predictions[list(ISIC_COLUMNS)].to_numpy()
+    predicted = scores.argmax(axis=1)
+    matrix = confusion_matrix(truth, predicted, labels=range(len(CLASSES)))
+    assert matrix.tolist() == metrics["confusion_matrix"]
+    aucs = []
+    for index, name in enumerate(CLASSES):
+        entry = metrics["per_class"][name]
+        positives = truth == index
+        tp, fn = matrix[index, index], matrix[index].sum() - matrix[index, index]
+        fp = matrix[:, index].sum() - tp
+        tn = matrix.sum() - tp - fn - fp
+        if positives.any():
+            assert abs(entry["sensitivity"]["value"] - tp / (tp + fn)) < 1e-9
+            auc = roc_auc_score(positives, scores[:, index])
+            aucs.append(auc)
+            assert abs(entry["auc"]["value"] - auc) < 1e-9
+        assert abs(entry["specificity"]["value"] - tn / (tn + fp)) < 1e-9
+    assert abs(metrics["macro_auc"]["value"] - np.mean(aucs)) < 1e-9
+    assert abs(metrics["balanced_accuracy"]["value"]
+               - balanced_accuracy_score(truth, predicted)) < 1e-9
+
+
+@pytest.mark.slow
 def test_tta_probabilities_equal_the_model_called_directly(evaluated_run):
     """Independent path: decode each image, flip it with numpy, call the saved model."""
     import dermnet.models
