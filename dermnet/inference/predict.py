@@ -1,0 +1,316 @@
+"""Prediction with a trained model: a run directory (or a bare ``model.keras``) and image
+files -> class probabilities.
+
+``load_predictor(path)`` loads the model and, for a clinical model, the run's clinical
+encoding; ``Predictor.predict(images, clinical)`` returns probabilities [N, classes].
+
+Images are decoded and resized by the training pipeline's own ``decode_image`` (the same
+JPEG DCT scale, the same resize rule), so a model sees at prediction exactly the pixels it
+saw in training. That decode is TensorFlow; prediction itself is plain Keras.
+
+Clinical data arrive as a DataFrame with columns ``age, sex, localization``, one row per
+image: ``make_clinical_rows`` repeats one set of values, ``read_clinical_csv`` matches the
+rows of a CSV to the images. Both validate every value against the HAM10000 vocabularies:
+the encoder would quietly turn a typo into "unknown", which must not happen to a patient's
+data. Errors are exceptions: ``InputFileError`` (and ``ImageReadError``) for files that are
+missing or unreadable, ``ClinicalInputError`` for clinical data missing or invalid.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from dermnet.data.clinical import ClinicalEncoder, load_clinical_encoder
+from dermnet.data.pipeline import decode_image
+from dermnet.data.vocabulary import AGE_RANGE, CLASSES, LOCALIZATIONS, SEXES
+
+MODEL_FILENAME = "model.keras"
+ENCODING_FILENAME = "clinical_encoding.json"
+CONFIG_FILENAME = "config.json"
+CLINICAL_COLUMNS = ("age", "sex", "localization")
+CSV_COLUMNS = ("image", *CLINICAL_COLUMNS)
+
+
+class InputFileError(ValueError):
+    """A model, image or CSV file is missing or cannot be used."""
+
+
+class ImageReadError(InputFileError):
+    """Image files that cannot be read; ``problems`` maps each file to the reason."""
+
+    def __init__(self, problems: dict[Path, str]):
+        self.problems = dict(problems)
+        super().__init__("; ".join(f"{path}: {reason}" for path, reason in self.problems.items()))
+
+
+class ClinicalInputError(ValueError):
+    """Clinical data the model needs are missing, or a value is outside its vocabulary."""
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """A loaded model with what it needs to turn files into probabilities."""
+
+    model: keras.Model               # inputs "image" (and "clinical"), class scores out
+    encoder: ClinicalEncoder | None  # the run's clinical encoding; None: image-only model
+    class_names: tuple[str, ...]     # class codes in output order
+    image_size: tuple[int, int]      # (H, W) of the model's image input
+
+    @property
+    def needs_clinical(self) -> bool:
+        return self.encoder is not None
+
+    def predict(self, images: list[Path], clinical: pd.DataFrame | None = None) -> np.ndarray:
+        """Probabilities float32 [N, classes] for image files (all read before any predicted)
+        and, for a clinical model, their clinical rows (columns age, sex, localization)."""
+        return self.predict_inputs(self.make_inputs(read_images(images, self.image_size),
+                                                    clinical))
+
+    def make_inputs(self, pixels: np.ndarray, clinical: pd.DataFrame | None = None) -> dict:
+        """The model's input dict for uint8 pixels [N, H, W, 3] and clinical rows."""
+        inputs = {"image": pixels}
+        if not self.needs_clinical:
+            if clinical is not None:
+                warnings.warn("this model uses no clinical data: the clinical inputs are ignored",
+                              stacklevel=2)
+            return inputs
+        if clinical is None:
+            raise ClinicalInputError("this model needs clinical data (age, sex, localization) "
+                                     "for every image")
+        if len(clinical) != len(pixels):
+            raise ClinicalInputError(f"{len(clinical)} clinical rows for {len(pixels)} images")
+        inputs["clinical"] = self.encoder.transform(check_clinical_rows(clinical))
+        return inputs
+
+    def predict_inputs(self, inputs: dict) -> np.ndarray:
+        """Probabilities [N, classes] for a ``make_inputs`` dict."""
+        scores = self.model.predict(inputs, verbose=0)
+        if self.model.layers[-1].name == "logits":  # built with output="logits": no softmax
+            scores = keras.ops.convert_to_numpy(keras.ops.softmax(scores, axis=-1))
+        return np.asarray(scores, np.float32)
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def load_predictor(path: str | Path) -> Predictor:
+    """A run directory (its model.keras and clinical_encoding.json) or a bare .keras file
+    (the encoding is looked up beside it) -> ``Predictor``."""
+    model_path = _locate_model(Path(path))
+    model = _load_model(model_path)
+    names = _input_names(model)
+    if "image" not in names:
+        raise InputFileError(f"{model_path}: not a dermnet classifier (no input named 'image')")
+    classes = int(model.output_shape[-1])
+    if classes != len(CLASSES):
+        raise InputFileError(f"{model_path}: the model has {classes} outputs; expected "
+                             f"{len(CLASSES)} ({', '.join(CLASSES)})")
+    encoder = _load_encoder(model, model_path) if "clinical" in names else None
+    return Predictor(model, encoder, CLASSES, _image_size(model, model_path))
+
+
+def _locate_model(path: Path) -> Path:
+    if path.is_dir():
+        model_path = path / MODEL_FILENAME
+        if not model_path.is_file():
+            raise InputFileError(f"{path}: not a run directory (no {MODEL_FILENAME})")
+        return model_path
+    if not path.exists():
+        raise InputFileError(f"{path}: no such model file or run directory")
+    return path
+
+
+def _load_model(path: Path) -> keras.Model:
+    from dermnet.models import load_model  # registers dermnet's layers before loading
+
+    try:
+        return load_model(path)
+    # Keras raises many types for a file that is not a model (zip, JSON, key, value errors);
+    # each means the same to the user: this file cannot be used.
+    except Exception as error:
+        raise InputFileError(f"{path}: cannot load the model ({error})") from error
+
+
+def _input_names(model: keras.Model) -> list[str]:
+    return [tensor.name for tensor in model.inputs]
+
+
+def _load_encoder(model: keras.Model, model_path: Path) -> ClinicalEncoder:
+    path = model_path.parent / ENCODING_FILENAME
+    if not path.is_file():
+        raise InputFileError(f"{model_path}: the model uses clinical data, but there is no "
+                             f"{ENCODING_FILENAME} beside it (copy it from the run directory)")
+    try:
+        encoder = load_clinical_encoder(path)
+    except ValueError as error:
+        raise InputFileError(str(error)) from error
+    width = int(model.get_layer("clinical").output.shape[-1])
+    if encoder.num_features != width:
+        raise InputFileError(f"{path}: encodes {encoder.num_features} clinical features, the "
+                             f"model takes {width}")
+    return encoder
+
+
+def _image_size(model: keras.Model, model_path: Path) -> tuple[int, int]:
+    """(H, W) from the model's image input, else from the run's config.json."""
+    height, width = model.get_layer("image").output.shape[1:3]
+    if height and width:
+        return int(height), int(width)
+    config_path = model_path.parent / CONFIG_FILENAME
+    try:
+        return tuple(json.loads(config_path.read_text())["data"]["image_size"])
+    except (OSError, ValueError, KeyError) as error:
+        raise InputFileError(f"{model_path}: the model takes any image size and "
+                             f"{config_path} gives none ({error})") from error
+
+
+# --- images --------------------------------------------------------------------------------
+
+
+def read_images(paths, image_size: tuple[int, int]) -> np.ndarray:
+    """uint8 [N, H, W, 3] decoded and resized as in training. Every file is tried before
+    anything is returned; ``ImageReadError`` names each file that failed and why."""
+    pixels, problems = [], {}
+    for path in map(Path, paths):
+        try:
+            pixels.append(decode_image_file(path, image_size))
+        except ImageReadError as error:
+            problems.update(error.problems)
+    if problems:
+        raise ImageReadError(problems)
+    return np.stack(pixels)
+
+
+def decode_image_file(path: Path, image_size: tuple[int, int] | None = None) -> np.ndarray:
+    """One image as uint8 [H, W, 3]: resized to ``image_size`` as in training, or at its own
+    size when None. Grey and RGBA images become RGB (the alpha channel is dropped)."""
+    contents = read_image_bytes(path)
+    try:
+        if image_size is None:
+            image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+        else:
+            image = decode_image(contents, tuple(image_size))
+    except tf.errors.OpError as error:
+        raise ImageReadError({path: f"not a readable image ({_op_message(error)})"}) from None
+    return image.numpy()
+
+
+def read_image_bytes(path: Path) -> bytes:
+    """The file's bytes, or ``ImageReadError`` saying why not."""
+    if not path.exists():
+        raise ImageReadError({path: "no such file"})
+    if not path.is_file():
+        raise ImageReadError({path: "not a file"})
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise ImageReadError({path: f"cannot read ({error.strerror})"}) from None
+
+
+def _op_message(error: tf.errors.OpError) -> str:
+    """TensorFlow's reason without its op and device decoration."""
+    message = re.sub(r"\{\{.*?\}\}\s*", "", error.message)
+    return re.sub(r"\s*\[Op:.*$", "", message, flags=re.DOTALL).strip()
+
+
+def compute_top_k(probabilities: np.ndarray, k: int) -> np.ndarray:
+    """Class indices [N, k], most probable first; ties keep class order."""
+    return np.argsort(-np.asarray(probabilities), axis=-1, kind="stable")[..., :k]
+
+
+# --- clinical data -------------------------------------------------------------------------
+
+
+def make_clinical_rows(count: int, age, sex: str, site: str) -> pd.DataFrame:
+    """``count`` identical, validated clinical rows (one per image)."""
+    row = check_clinical_rows(pd.DataFrame([{"age": age, "sex": sex, "localization": site}]),
+                              labels=[""])
+    return row.loc[[0] * count].reset_index(drop=True)
+
+
+def read_clinical_csv(path: Path, images: list[Path]) -> pd.DataFrame:
+    """The validated rows of a CSV (columns image,age,sex,localization) for ``images``, in
+    their order. A row's ``image`` matches an image given as that path, by file name, or
+    by file name without extension (a HAM10000 image_id)."""
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as error:
+        raise InputFileError(f"{path}: cannot read the clinical CSV ({error})") from error
+    missing = [column for column in CSV_COLUMNS if column not in table.columns]
+    if missing:
+        raise ClinicalInputError(f"{path}: missing column(s) {', '.join(missing)}; expected "
+                                 f"{','.join(CSV_COLUMNS)}")
+    rows = [_match_row(table, image, path) for image in images]
+    frame = table.loc[rows, list(CLINICAL_COLUMNS)].reset_index(drop=True)
+    return check_clinical_rows(frame, labels=[str(image) for image in images])
+
+
+def _match_row(table: pd.DataFrame, image: Path, csv_path: Path):
+    given = table["image"].str.strip()
+    for matches in (given.map(Path) == image,
+                    given.map(lambda value: Path(value).name) == image.name,
+                    given == image.stem):
+        if matches.sum() == 1:
+            return matches.idxmax()
+        if matches.sum() > 1:
+            raise ClinicalInputError(f"{csv_path}: several rows match image {image}")
+    raise ClinicalInputError(f"{csv_path}: no row for image {image}")
+
+
+def check_clinical_rows(frame: pd.DataFrame, labels=None) -> pd.DataFrame:
+    """Normalised rows (age float, NaN when unknown; sex and localization lower case), or
+    ``ClinicalInputError`` listing every invalid value; ``labels`` name the rows in it
+    (default "row 1", "row 2", ...; "" names none)."""
+    missing = [column for column in CLINICAL_COLUMNS if column not in frame.columns]
+    if missing:
+        raise ClinicalInputError(f"clinical rows lack column(s) {', '.join(missing)}")
+    if labels is None:
+        labels = [f"row {index + 1}" for index in range(len(frame))]
+    ages, sexes, sites, problems = [], [], [], []
+    for label, age, sex, site in zip(labels, frame["age"], frame["sex"], frame["localization"]):
+        ages.append(_parse_age(age, label, problems))
+        sexes.append(_parse_word(sex, SEXES, "sex", label, problems))
+        sites.append(_parse_word(site, LOCALIZATIONS, "site", label, problems))
+    if problems:
+        raise ClinicalInputError("; ".join(problems))
+    return pd.DataFrame({"age": ages, "sex": sexes, "localization": sites})
+
+
+def _parse_age(value, label: str, problems: list[str]) -> float:
+    text = "" if value is None else str(value).strip().lower()
+    if text in ("", "unknown", "nan"):
+        return math.nan
+    low, high = AGE_RANGE
+    try:
+        age = float(text)
+    except ValueError:
+        age = math.nan
+    if not low <= age <= high:  # also rejects NaN from a non-number
+        problems.append(f"{_prefix(label)}age {value!r} is not a number from {low:g} to "
+                        f"{high:g} or 'unknown'")
+    return age
+
+
+def _parse_word(value, vocabulary: tuple[str, ...], field: str, label: str,
+                problems: list[str]) -> str:
+    # "lower_extremity" and "Lower  Extremity" both mean "lower extremity".
+    text = " ".join(str(value if value is not None else "").replace("_", " ").lower().split())
+    text = text or "unknown"
+    if text not in vocabulary:
+        problems.append(f"{_prefix(label)}{field} {value!r} is not one of "
+                        f"{', '.join(vocabulary)}")
+    return text
+
+
+def _prefix(label: str) -> str:
+    return f"{label}: " if label else ""

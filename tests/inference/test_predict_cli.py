@@ -1,0 +1,224 @@
+"""The predict.py command line: ranked text, JSON, exit statuses with one clear line on
+stderr and nothing on stdout, clinical options and CSV, Grad-CAM files; and, marked slow,
+end to end on a real smoke training run."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from dermnet.data.vocabulary import CLASS_NAMES, CLASSES
+from dermnet.inference.cli import main, make_gradcam_paths
+from dermnet.inference.predict import load_predictor, make_clinical_rows
+
+ROOT = Path(__file__).resolve().parents[2]
+CLINICAL = ["--age", "45", "--sex", "female", "--site", "back"]
+
+
+def run_main(capsys, *arguments):
+    """(exit status, stdout, stderr) of ``main`` on string arguments."""
+    status = main([str(argument) for argument in arguments])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_text_lists_the_top_k_classes_of_each_image(capsys, image_run, images):
+    status, out, err = run_main(capsys, image_run, images["jpeg"], images["png"], "--top-k",
+                                "2")
+    assert status == 0, err
+    probabilities = load_predictor(image_run).predict([images["jpeg"], images["png"]])
+    blocks = out.strip().split("\n\n")
+    assert [block.splitlines()[0] for block in blocks] == [str(images["jpeg"]),
+                                                          str(images["png"])]
+    for block, row in zip(blocks, probabilities):
+        ranked = [CLASSES[index] for index in np.argsort(-row)[:2]]
+        lines = block.splitlines()[1:]
+        assert len(lines) == 2
+        for rank, (line, code) in enumerate(zip(lines, ranked), start=1):
+            expected = f"{rank}. {code:<6}{row[CLASSES.index(code)]:7.1%}  {CLASS_NAMES[code]}"
+            assert line.strip() == expected.strip()
+
+
+def test_json_lists_probabilities_top_k_and_gradcam(capsys, image_run, images):
+    status, out, _ = run_main(capsys, image_run, images["jpeg"], images["grey"], "--json")
+    assert status == 0
+    records = json.loads(out)
+    assert [record["image"] for record in records] == [str(images["jpeg"]),
+                                                      str(images["grey"])]
+    for record in records:
+        assert set(record) == {"image", "probabilities", "top_k", "gradcam"}
+        assert list(record["probabilities"]) == list(CLASSES)
+        assert sum(record["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert record["gradcam"] is None
+        top = record["top_k"]
+        assert len(top) == 3 and all(set(entry) == {"class", "name", "probability"}
+                                     for entry in top)
+        values = [entry["probability"] for entry in top]
+        assert values == sorted(values, reverse=True)
+        assert values[0] == max(record["probabilities"].values())
+        assert all(entry["name"] == CLASS_NAMES[entry["class"]] and
+                   entry["probability"] == record["probabilities"][entry["class"]]
+                   for entry in top)
+
+
+@pytest.mark.parametrize("kind, reason", [
+    ("missing", "no such file"), ("text", "not a readable image"),
+    ("truncated", "not a readable image")])
+def test_a_bad_image_exits_1_naming_it_and_prints_nothing(capsys, image_run, images, kind,
+                                                         reason):
+    status, out, err = run_main(capsys, image_run, images["jpeg"], images[kind], "--json")
+    assert (status, out) == (1, "")
+    assert err.splitlines() == [err.strip()]  # one line
+    assert err.startswith(f"predict.py: error: {images[kind]}: {reason}")
+
+
+def test_a_missing_model_exits_1(capsys, tmp_path, images):
+    status, out, err = run_main(capsys, tmp_path / "no-run", images["jpeg"])
+    assert (status, out) == (1, "")
+    assert "no-run: no such model file or run directory" in err
+
+
+def test_clinical_model_without_clinical_data_exits_2_saying_what_to_give(
+        capsys, clinical_run, images):
+    status, out, err = run_main(capsys, clinical_run, images["jpeg"])
+    assert (status, out) == (2, "")
+    for needed in ("--age", "--sex", "--site", "--clinical-csv", "male, female, unknown",
+                   "back, lower extremity, trunk"):
+        assert needed in err
+
+
+def test_partial_invalid_or_clashing_options_exit_2(capsys, clinical_run, images):
+    status, out, err = run_main(capsys, clinical_run, images["jpeg"], "--age", "50")
+    assert (status, out) == (2, "") and "missing --sex, --site" in err
+    status, out, err = run_main(capsys, clinical_run, images["jpeg"], "--age", "50", "--sex",
+                                "mail", "--site", "back")
+    assert (status, out) == (2, "") and "sex 'mail' is not one of male, female, unknown" in err
+    status, out, err = run_main(capsys, clinical_run, images["jpeg"], *CLINICAL,
+                                "--clinical-csv", "x.csv")
+    assert (status, out) == (2, "") and "either --clinical-csv or --age" in err
+    status, out, err = run_main(capsys, clinical_run, images["jpeg"], *CLINICAL,
+                                "--gradcam-class", "mel")
+    assert (status, out) == (2, "") and "--gradcam-class needs --gradcam" in err
+
+
+def test_clinical_options_and_csv_give_the_libraries_probabilities(capsys, clinical_run,
+                                                                    images, tmp_path):
+    paths = [images["jpeg"], images["png"]]
+    csv = tmp_path / "clinical.csv"
+    pd.DataFrame({"image": [paths[1].name, str(paths[0])], "age": [70, 20],
+                  "sex": ["male", "female"], "localization": ["face", "foot"]}
+                 ).to_csv(csv, index=False)
+    predictor = load_predictor(clinical_run)
+    status, out, err = run_main(capsys, clinical_run, *paths, "--clinical-csv", csv, "--json")
+    assert status == 0, err
+    rows = pd.DataFrame({"age": [20, 70], "sex": ["female", "male"],
+                         "localization": ["foot", "face"]})
+    np.testing.assert_allclose([list(r["probabilities"].values()) for r in json.loads(out)],
+                               predictor.predict(paths, rows), rtol=1e-5, atol=1e-7)
+    status, out, err = run_main(capsys, clinical_run, *paths, *CLINICAL, "--json")
+    assert status == 0, err
+    np.testing.assert_allclose([list(r["probabilities"].values()) for r in json.loads(out)],
+                               predictor.predict(paths, make_clinical_rows(2, 45, "female",
+                                                                           "back")),
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_clinical_csv_without_a_row_for_an_image_exits_2_naming_it(capsys, clinical_run,
+                                                                   images, tmp_path):
+    csv = tmp_path / "clinical.csv"
+    csv.write_text(f"image,age,sex,localization\n{images['jpeg'].name},40,male,back\n")
+    status, out, err = run_main(capsys, clinical_run, images["jpeg"], images["png"],
+                                "--clinical-csv", csv)
+    assert (status, out) == (2, "")
+    assert f"no row for image {images['png']}" in err
+
+
+def test_clinical_options_for_an_image_model_are_ignored_with_a_warning(capsys, image_run,
+                                                                         images):
+    status, out, err = run_main(capsys, image_run, images["jpeg"], "--age", "45")
+    assert status == 0 and out.startswith(str(images["jpeg"]))
+    assert "predict.py: warning: this model uses no clinical data" in err
+
+
+def test_gradcam_writes_one_overlay_per_image_at_its_original_size(capsys, clinical_run,
+                                                                   images, tmp_path):
+    out_dir = tmp_path / "heatmaps"
+    status, out, err = run_main(capsys, clinical_run, images["jpeg"], images["png"],
+                                images["rgba"], *CLINICAL, "--json", "--gradcam", out_dir)
+    assert status == 0, err
+    records = json.loads(out)
+    for record, size in zip(records, [(450, 600), (97, 131), (97, 131)]):
+        top = record["top_k"][0]["class"]
+        assert record["gradcam"].endswith(f"_gradcam_{top}.png")
+        assert cv2.imread(record["gradcam"]).shape == (*size, 3)
+    assert len(list(out_dir.iterdir())) == 3  # no temporary files left
+    status, out, _ = run_main(capsys, clinical_run, images["png"], *CLINICAL,
+                              "--gradcam", out_dir, "--gradcam-class", "vasc")
+    assert status == 0
+    assert f"Grad-CAM: {out_dir / 'small_gradcam_vasc.png'}" in out
+    assert (out_dir / "small_gradcam_vasc.png").is_file()
+
+
+def test_gradcam_names_stay_apart_for_images_of_the_same_name(tmp_path):
+    paths = [Path("a/x.jpg"), Path("b/x.png"), Path("y.jpg")]
+    assert make_gradcam_paths(paths, ["mel", "nv", "mel"], tmp_path) == [
+        tmp_path / "x_gradcam_mel.png", tmp_path / "x-2_gradcam_nv.png",
+        tmp_path / "y_gradcam_mel.png"]
+
+
+@pytest.mark.parametrize("arguments", [["--top-k", "0"], ["--top-k", "8"],
+                                       ["--gradcam-class", "melanoma"]])
+def test_bad_option_values_are_usage_errors(capsys, image_run, images, arguments):
+    with pytest.raises(SystemExit) as raised:
+        main([str(image_run), str(images["jpeg"]), *arguments])
+    assert raised.value.code == 2
+    assert capsys.readouterr().out == ""
+
+
+# --- end to end on a real training run -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """A clinical smoke run of train.py (about a minute on 2 cores)."""
+    out = tmp_path_factory.mktemp("runs") / "smoke"
+    result = run_script("train.py", "--preset", "smoke", "--deterministic", "--clinical",
+                        "--set", "data.phantom_images=80", "--out", out,
+                        cache=tmp_path_factory.mktemp("cache"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return out
+
+
+def run_script(script: str, *arguments, cache=None):
+    environment = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"}
+    if cache is not None:
+        environment["DERMNET_CACHE"] = str(cache)
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, arguments)],
+                          env=environment, capture_output=True, text=True, timeout=900,
+                          cwd=ROOT)
+
+
+@pytest.mark.slow
+def test_predict_py_on_a_smoke_run(smoke_run, images, tmp_path):
+    csv = tmp_path / "clinical.csv"
+    csv.write_text("image,age,sex,localization\nlesion.jpg,55,male,back\n"
+                   "small,unknown,unknown,unknown\n")
+    result = run_script("predict.py", smoke_run, images["jpeg"], images["png"],
+                        "--clinical-csv", csv, "--json", "--gradcam", tmp_path / "cams")
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = json.loads(result.stdout)
+    assert len(records) == 2 and all(Path(record["gradcam"]).is_file() for record in records)
+    assert cv2.imread(records[0]["gradcam"]).shape == (450, 600, 3)
+    failed = run_script("predict.py", smoke_run, images["jpeg"], images["truncated"],
+                        *CLINICAL)
+    assert (failed.returncode, failed.stdout) == (1, "")
+    assert "Traceback" not in failed.stderr
+    assert re.search(rf"predict.py: error: {re.escape(str(images['truncated']))}: not a "
+                     "readable image", failed.stderr)
