@@ -21,7 +21,8 @@ predictions line up with the input rows.
 
 Batches are `({"image": uint8 [B, H, W, 3], "clinical": float32 [B, F]}, label)`, "clinical"
 only when clinical rows are given; label is int32 [B], or float32 one-hot [B, K] when
-`one_hot`. Pixels stay uint8 0-255: the models do their own preprocessing (DESIGN.md 3).
+`one_hot`; multi-task targets (a float32 [N, T] matrix of -1, 0, 1) pass through as float32
+[B, T]. Pixels stay uint8 0-255: the models do their own preprocessing (DESIGN.md 3).
 """
 
 import functools
@@ -241,21 +242,35 @@ def _cache(images, cache: str, paths, image_size):
 
 
 def _check_inputs(paths, labels, clinical, num_classes: int):
-    """Paths as str, labels as int32 [N], clinical as float32 [N, F] or None; or ValueError."""
+    """Paths as str, labels as int32 [N] (or float32 targets [N, T], see `_check_targets`),
+    clinical as float32 [N, F] or None; or ValueError."""
     paths = [str(path) for path in paths]
     if not paths:
         raise ValueError("no image paths given")
     labels = np.asarray(labels)
-    if labels.shape != (len(paths),) or not np.issubdtype(labels.dtype, np.integer):
+    if labels.ndim == 2:
+        labels = _check_targets(labels, len(paths))
+    elif labels.shape != (len(paths),) or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be {len(paths)} integers, got {labels.dtype}{labels.shape}")
-    if labels.min() < 0 or labels.max() >= num_classes:
+    elif labels.min() < 0 or labels.max() >= num_classes:
         low, high = labels.min(), labels.max()
         raise ValueError(f"labels must lie in [0, {num_classes}), got {low}..{high}")
+    else:
+        labels = labels.astype(np.int32)
     if clinical is not None:
         clinical = np.asarray(clinical, np.float32)
         if clinical.ndim != 2 or len(clinical) != len(paths):
             raise ValueError(f"clinical must be [{len(paths)}, F], got {clinical.shape}")
-    return paths, labels.astype(np.int32), clinical
+    return paths, labels, clinical
+
+
+def _check_targets(targets: np.ndarray, count: int) -> np.ndarray:
+    """Multi-task binary targets [N, T]: 0 or 1 per task, -1 where an image is not part of a
+    task (the masked loss skips those entries). Passed through as float32."""
+    if len(targets) != count or not np.isin(targets, (-1, 0, 1)).all():
+        raise ValueError(f"multi-task targets must be [{count}, T] of -1, 0 or 1, got "
+                         f"{targets.dtype}{targets.shape}")
+    return targets.astype(np.float32)
 
 
 # --- class weights -------------------------------------------------------------------------

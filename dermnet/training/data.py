@@ -12,6 +12,8 @@ import dataclasses
 import os
 from pathlib import Path
 
+import keras
+import numpy as np
 import pandas as pd
 import tensorflow as tf
 
@@ -26,6 +28,8 @@ from dermnet.data.pipeline import (
     compute_class_weights,
 )
 from dermnet.data.vocabulary import CLASSES
+from dermnet.training.losses import SmoothedSparseCrossentropy
+from dermnet.training.metrics import BalancedAccuracy, MacroAUC
 
 
 def default_cache_dir() -> Path:
@@ -86,6 +90,20 @@ class RunData:
             clinical_dropout=model.clinical_dropout,
             clinical_mask_rate=model.clinical_mask_rate)
 
+    def targets(self, frame: pd.DataFrame) -> np.ndarray:
+        """What the model learns for ``frame``'s rows: class indices."""
+        return frame["label"].to_numpy()
+
+    def make_loss(self, config: Config) -> keras.losses.Loss:
+        smoothing = config.training.label_smoothing
+        # Sparse labels cannot be smoothed directly; the one-hot loss can.
+        return (SmoothedSparseCrossentropy(smoothing) if smoothing
+                else keras.losses.SparseCategoricalCrossentropy())
+
+    def make_metrics(self) -> list:
+        classes = len(self.class_names)
+        return ["accuracy", BalancedAccuracy(classes), MacroAUC(classes)]
+
     def class_weights(self, config: Config) -> dict[int, float] | None:
         if config.data.sampling != "class_weights":
             return None
@@ -138,7 +156,7 @@ def make_training_dataset(data: RunData, config: Config, first_epoch: int, last_
     """Batches of epochs ``first_epoch..last_epoch-1``, each shuffled and augmented from
     (seed, epoch), so a resumed run sees exactly the batches an uninterrupted one would."""
     frame = data.training
-    dataset = build_epoch_dataset(frame["path"].tolist(), frame["label"].to_numpy(),
+    dataset = build_epoch_dataset(frame["path"].tolist(), data.targets(frame),
                                   data.clinical(frame, config),
                                   config=_pipeline_config(config, global_batch),
                                   first_epoch=first_epoch, last_epoch=last_epoch)
@@ -148,7 +166,7 @@ def make_training_dataset(data: RunData, config: Config, first_epoch: int, last_
 def make_evaluation_dataset(frame: pd.DataFrame, data: RunData, config: Config,
                             global_batch: int) -> tf.data.Dataset:
     """Ordered, unaugmented batches of ``frame``'s rows."""
-    dataset = build_dataset(frame["path"].tolist(), frame["label"].to_numpy(),
+    dataset = build_dataset(frame["path"].tolist(), data.targets(frame),
                             data.clinical(frame, config),
                             config=_pipeline_config(config, global_batch), training=False)
     return _shard_by_data(dataset)

@@ -49,7 +49,6 @@ from dermnet.training.data import (
     prepare_run_data,
 )
 from dermnet.training.keras_compat import enable_multiworker_fit
-from dermnet.training.metrics import BalancedAccuracy, MacroAUC
 from dermnet.training.schedules import WarmupSchedule
 from dermnet.training.strategy import describe_strategy, is_chief, make_strategy
 
@@ -152,7 +151,7 @@ def _run_phase(phase: Phase, config: Config, data: RunData, strategy, workdir: P
         if config.training.sync_batchnorm and strategy.num_replicas_in_sync > 1:
             set_batchnorm_synchronized(model, True)
         _set_trainable(model, phase, config)
-        _compile(model, config, phase, steps)
+        _compile(model, config, data, phase, steps)
         enable_multiworker_fit(model, strategy)
     if weights.exists():  # finished in an earlier session
         model.load_weights(weights)
@@ -196,19 +195,14 @@ def _set_trainable(model, phase: Phase, config: Config) -> None:
         unfreeze_top(model, config.training.unfreeze_fraction)
 
 
-def _compile(model, config: Config, phase: Phase, steps: int) -> None:
+def _compile(model, config: Config, data, phase: Phase, steps: int) -> None:
     training = config.training
     epochs = phase.last_epoch - phase.first_epoch
     schedule = WarmupSchedule(phase.learning_rate, epochs * steps, phase.warmup_epochs * steps,
                               training.schedule)
     optimizer = _make_optimizer(training.optimizer, schedule, training.weight_decay)
-    loss = keras.losses.SparseCategoricalCrossentropy()
-    if training.label_smoothing:
-        # Sparse labels cannot be smoothed directly; the one-hot loss can.
-        loss = _SmoothedSparseCrossentropy(training.label_smoothing)
-    classes = model.output_shape[-1]
-    model.compile(optimizer=optimizer, loss=loss, jit_compile=training.jit,
-                  metrics=["accuracy", BalancedAccuracy(classes), MacroAUC(classes)])
+    model.compile(optimizer=optimizer, loss=data.make_loss(config), jit_compile=training.jit,
+                  metrics=data.make_metrics())
 
 
 def _make_optimizer(name: str, schedule, weight_decay: float):
@@ -218,19 +212,6 @@ def _make_optimizer(name: str, schedule, weight_decay: float):
         return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True,
                                     weight_decay=weight_decay or None)
     return keras.optimizers.Adam(schedule)
-
-
-class _SmoothedSparseCrossentropy(keras.losses.Loss):
-    def __init__(self, smoothing: float, name="smoothed_crossentropy", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.smoothing = smoothing
-
-    def call(self, y_true, y_pred):
-        classes = keras.ops.shape(y_pred)[-1]
-        one_hot = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"),
-                                    classes)
-        return keras.losses.categorical_crossentropy(one_hot, y_pred,
-                                                     label_smoothing=self.smoothing)
 
 
 def _make_callbacks(model, config, data: RunData, workdir: Path, phase: Phase, training,
@@ -245,8 +226,10 @@ def _make_callbacks(model, config, data: RunData, workdir: Path, phase: Phase, t
                         training_config.monitor, training_config.patience),
         HistoryFile(workdir / "history.csv"),
         keras.callbacks.TensorBoard(log_dir=str(logs), write_graph=False),
-        monitoring.ConfusionMatrixImage(str(logs), validation, data.class_names),
     ]
+    if data.class_names:  # one softmax over classes: a confusion matrix per epoch
+        callbacks.append(monitoring.ConfusionMatrixImage(str(logs), validation,
+                                                         data.class_names))
     if phase.first_epoch == 0:
         callbacks.append(monitoring.AugmentedImages(str(logs), training))
         monitoring.log_hparams(str(logs), _hparams(config))
