@@ -9,7 +9,12 @@ import keras
 
 # Importing the package registers dermnet's custom layers with Keras's serialisation, so a
 # saved model.keras loads after ``import dermnet.models`` (safe_mode stays on).
-from dermnet.models import clinical_branch, preprocessing  # noqa: E402,F401
+from dermnet.models import (  # noqa: E402,F401
+    clinical_branch,
+    multitask,
+    preprocessing,
+    spatial_transformer,
+)
 
 
 def load_model(path) -> keras.Model:
