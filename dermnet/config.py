@@ -33,10 +33,20 @@ def _check_choices(node, choices: dict[str, tuple]) -> None:
                              f"got {getattr(node, name)!r}")
 
 
+TASKS = ("ham10000", "clinical-photos")
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    data_dir: str = ""                   # HAM10000-layout folder; "" = the phantom dataset
+    # "ham10000": 7 dermoscopic classes, one softmax (study 1); "clinical-photos": clinical
+    # photographs of 5 diseases, one sigmoid per binary task (study 2).
+    task: str = "ham10000"
+    data_dir: str = ""                   # dataset folder; "" = the task's phantom dataset
     phantom_images: int = 1000           # size of the phantom dataset generated when data_dir=""
+    phantom_patients: int = 300          # clinical photos: patients of the phantom dataset
+    # Clinical photos: the skin-cropped copy written by `python -m preprocess crop DATA_DIR
+    # CROP_DIR` (its manifest.csv maps the photos); "" trains on the original photos.
+    crop_dir: str = ""
     image_size: tuple[int, int] = (224, 300)  # (H, W); the paper's low 224x300 / high 450x600
     clinical: bool = False               # feed age / sex / site through the clinical branch
     folds: int = 5                       # K of the K-fold split (the paper's 5 repeats)
@@ -50,7 +60,7 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig.paper)  # training only
 
     def __post_init__(self):
-        _check_choices(self, {"split_by": ("lesion", "image"),
+        _check_choices(self, {"task": TASKS, "split_by": ("lesion", "image"),
                               "sampling": ("none", "class_weights", "balanced")})
         if not 0 <= self.fold < self.folds:
             raise ValueError(f"DataConfig.fold must be in 0..{self.folds - 1}, got {self.fold}")
@@ -66,6 +76,12 @@ class ModelConfig:
     clinical_units: tuple[int, ...] = (64,)  # widths of the clinical branch's Dense layers
     clinical_dropout: float = 0.25       # dropout inside the clinical branch
     clinical_mask_rate: float = 0.1      # share of training samples whose clinical data is hidden
+    # Clinical photos: the study's VGG16 variant, "p" (ImageNet, conv layers frozen), "n"
+    # (from scratch), "ps" / "ns" (the same behind a spatial transformer).
+    variant: str = "p"
+
+    def __post_init__(self):
+        _check_choices(self, {"variant": ("p", "n", "ps", "ns")})
 
 
 @dataclass(frozen=True)
@@ -149,8 +165,35 @@ def _demo() -> Config:
     )
 
 
+def _photos() -> Config:
+    """The second study's settings (its public training code): VGG16 at 250x250, ImageNet
+    weights for the P variants, dropout 0.5, Adam 1e-4, batch 64, early stop at patience 25,
+    zoom / flip / rotation / shift augmentation, a patient-grouped 80/10/10 split."""
+    return Config(
+        preset="photos",
+        data=DataConfig(task="clinical-photos", image_size=(250, 250), batch_size=64,
+                        test_fraction=0.1, augment=AugmentConfig.geometric()),
+        model=ModelConfig(backbone="vgg16", variant="p", weights="imagenet", dropout=0.5),
+        training=TrainingConfig(epochs=100, learning_rate=1e-4, warmup_epochs=0,
+                                freeze_epochs=0, schedule="constant", patience=25,
+                                monitor="val_loss"),
+    )
+
+
+def _photos_smoke() -> Config:
+    """Clinical photos in seconds on a CPU: a small phantom, 64x64 photos, 2 epochs."""
+    photos = _photos()
+    return dataclasses.replace(
+        photos, preset="photos-smoke",
+        data=dataclasses.replace(photos.data, phantom_patients=40, image_size=(64, 64),
+                                 batch_size=16),
+        model=dataclasses.replace(photos.model, weights=None),
+        training=dataclasses.replace(photos.training, epochs=2, patience=0))
+
+
 PRESETS: dict[str, typing.Callable[[], Config]] = {
-    "default": Config, "paper": _paper, "smoke": _smoke, "demo": _demo,
+    "default": Config, "paper": _paper, "smoke": _smoke, "demo": _demo, "photos": _photos,
+    "photos-smoke": _photos_smoke,
 }
 
 

@@ -18,6 +18,7 @@ import dataclasses
 import itertools
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -272,6 +273,8 @@ def _paired_on_images(results, factor, level_a, level_b) -> list[dict]:
 def compare_runs(run_dirs, by=FACTORS, out: str | Path | None = None, log=print) -> dict:
     """Load, aggregate, test, and write ``report.md``, ``configurations.csv``, ``tests.csv``
     and one CSV per paper-style table into ``out``; returns the pieces."""
+    if _photo_runs(run_dirs):
+        return _compare_photo_runs(run_dirs, out, log)
     results = load_results(run_dirs)
     summary = aggregate(results, by)
     tables = paper_tables(summary)
@@ -281,6 +284,42 @@ def compare_runs(run_dirs, by=FACTORS, out: str | Path | None = None, log=print)
         _write_report(Path(out), summary, tables, tests, markdown)
     log(markdown)
     return {"summary": summary, "tables": tables, "tests": tests, "markdown": markdown}
+
+
+def _photo_runs(run_dirs) -> bool:
+    """True when every run is a clinical-photo run; a mix of tasks is an error."""
+    tasks = set()
+    for run_dir in map(Path, run_dirs):
+        path = run_dir / "metrics.json"
+        if path.is_file():
+            tasks.add(json.loads(path.read_text()).get("model", {}).get("task", "ham10000"))
+    if len(tasks) > 1:
+        raise CompareError("the runs mix HAM10000 and clinical-photo runs; compare each "
+                           "task's runs separately")
+    return tasks == {"clinical-photos"}
+
+
+def _compare_photo_runs(run_dirs, out, log) -> dict:
+    from dermnet.evaluation import photos
+
+    missing = [str(run_dir) for run_dir in map(Path, run_dirs)
+               if not (run_dir / "metrics.json").is_file()]
+    if missing:
+        raise CompareError("no metrics.json in " + ", ".join(missing) +
+                           "; run `evaluate.py RUN_DIR` first")
+    results = [photos.load_photo_result(Path(run_dir)) for run_dir in run_dirs]
+    if len({result["split"] for result in results}) > 1:
+        raise CompareError("the runs were evaluated on different splits; compare runs "
+                           "evaluated on the same split")
+    tables, tests = photos.compare_photo_runs(results)
+    markdown = photos.format_photo_comparison(tables, tests, results[0]["split"])
+    if out is not None:
+        _write_report(Path(out), pd.DataFrame([{key: result[key] for key in
+                                               ("run_dir", "variant", "version", "split")}
+                                              for result in results]),
+                      tables, tests, markdown)
+    log(markdown)
+    return {"tables": tables, "tests": tests, "markdown": markdown}
 
 
 def format_report(results, tables: dict[str, pd.DataFrame], tests: list[dict]) -> str:
@@ -318,7 +357,7 @@ def _write_report(out: Path, summary, tables, tests, markdown: str) -> None:
                 "configurations.csv": summary.to_csv(index=False),
                 "tests.csv": pd.DataFrame(tests).to_csv(index=False)}
     for title, table in tables.items():
-        name = title.lower().replace(" ", "_")
+        name = re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")
         contents[f"table_{name}.csv"] = table.to_csv(index=False)
     out.mkdir(parents=True, exist_ok=True)
     for name, text in contents.items():

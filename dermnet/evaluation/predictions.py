@@ -62,11 +62,13 @@ def load_evaluation(run_dir: str | Path, split: str = "test", data_dir: str | Pa
     run_dir = Path(run_dir)
     if split not in SPLITS:
         raise EvaluationError(f"--split must be one of {', '.join(SPLITS)}, not {split!r}")
-    for name in ("config.json", "splits.csv", "clinical_encoding.json", "model.keras"):
-        if not (run_dir / name).is_file():
-            raise EvaluationError(f"{run_dir}: no {name}; is this a finished training run "
-                                  "directory (train.py ... --out RUN_DIR)?")
+    _require(run_dir, "config.json")
     config = load_config(run_dir / "config.json")
+    needed = ["splits.csv", "model.keras"]
+    if config.data.task == "ham10000":  # clinical photos carry no clinical vector
+        needed.append("clinical_encoding.json")
+    for name in needed:
+        _require(run_dir, name)
     if data_dir is not None:
         config = dataclasses.replace(config, data=dataclasses.replace(
             config.data, data_dir=str(data_dir)))
@@ -78,6 +80,12 @@ def load_evaluation(run_dir: str | Path, split: str = "test", data_dir: str | Pa
         f"{len(frame)} {split} images")
     return Evaluation(run_dir, config, data, load_model(run_dir / "model.keras"),
                       "val" if split == "fold" else split, frame)
+
+
+def _require(run_dir: Path, name: str) -> None:
+    if not (run_dir / name).is_file():
+        raise EvaluationError(f"{run_dir}: no {name}; is this a finished training run "
+                              "directory (train.py ... --out RUN_DIR)?")
 
 
 def predict_split(evaluation: Evaluation, tta: int = 1, batch_size: int | None = None,

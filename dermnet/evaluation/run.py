@@ -26,6 +26,11 @@ from dermnet.config import config_to_dict
 from dermnet.data.vocabulary import CLASSES
 from dermnet.evaluation import report
 from dermnet.evaluation.metrics import compute_pair_scores
+from dermnet.evaluation.photos import (
+    compute_photo_metrics,
+    format_photo_summary,
+    photo_prediction_frame,
+)
 from dermnet.evaluation.predictions import (
     TTA_TRANSFORMS,
     Evaluation,
@@ -52,21 +57,36 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, data_dir=None, tta
     # Float64 written with 17 significant digits reads back bit-identical, so anyone
     # re-scoring predictions.csv gets exactly the figures of metrics.json.
     probabilities = predict_split(evaluation, tta, log=log).astype(np.float64)
-    metrics = compute_evaluation(evaluation.truth, probabilities, CLASSES,
-                                 groups=evaluation.groups, n_resamples=n_resamples, seed=seed)
-    metrics["binary"] = {f"{positive}_vs_{negative}": _binary(evaluation, probabilities,
-                                                              positive, negative)
-                         for positive, negative in pairs}
+    photos = _is_photo_run(evaluation)
+    if photos:
+        metrics = compute_photo_metrics(evaluation.frame, probabilities, evaluation.data.tasks)
+    else:
+        metrics = compute_evaluation(evaluation.truth, probabilities, CLASSES,
+                                     groups=evaluation.groups, n_resamples=n_resamples,
+                                     seed=seed)
+        metrics["binary"] = {f"{positive}_vs_{negative}": _binary(evaluation, probabilities,
+                                                                  positive, negative)
+                             for positive, negative in pairs}
     metrics.update(_describe(evaluation, tta))
     if runtime:
         metrics["runtime_ms_per_image"] = measure_runtime(evaluation)
     metrics = to_json_ready(metrics)
     target = Path(out) if out else default_output_dir(evaluation.run_dir, evaluation.split)
-    _write_outputs(target, evaluation, probabilities, metrics)
-    log(report.format_summary(metrics, _title(evaluation)))
-    log(f"\nwritten to {target}: metrics.json predictions.csv per_image.csv per_class.md "
-        "per_class.csv confusion_matrix.png roc.png")
+    if photos:
+        _write_photo_outputs(target, evaluation, probabilities, metrics)
+        log(format_photo_summary(metrics, _title(evaluation)))
+        written = "metrics.json predictions.csv per_task.md"
+    else:
+        _write_outputs(target, evaluation, probabilities, metrics)
+        log(report.format_summary(metrics, _title(evaluation)))
+        written = ("metrics.json predictions.csv per_image.csv per_class.md per_class.csv "
+                   "confusion_matrix.png roc.png")
+    log(f"\nwritten to {target}: {written}")
     return metrics
+
+
+def _is_photo_run(evaluation: Evaluation) -> bool:
+    return evaluation.config.data.task == "clinical-photos"
 
 
 def _binary(evaluation: Evaluation, probabilities, positive: str, negative: str) -> dict:
@@ -87,7 +107,9 @@ def _describe(evaluation: Evaluation, tta: int) -> dict:
             "tta": list(TTA_TRANSFORMS[:tta]),
             "model": {"backbone": config.model.backbone,
                       "image_size": list(config.data.image_size),
-                      "clinical": config.data.clinical, "fold": config.data.fold},
+                      "clinical": config.data.clinical, "fold": config.data.fold,
+                      "task": config.data.task, "variant": config.model.variant,
+                      "version": getattr(evaluation.data, "version", "original")},
             "config": config_to_dict(config)}
 
 
@@ -95,18 +117,43 @@ def _title(evaluation: Evaluation) -> str:
     config = evaluation.config
     height, width = config.data.image_size
     label = "SYNTHETIC phantom data, " if evaluation.data.synthetic else ""
+    if _is_photo_run(evaluation):
+        return (f"VGG-16{config.model.variant.upper()} {height}x{width}, "
+                f"{evaluation.data.version} photos: {label}{evaluation.split} split")
     return (f"{config.model.backbone} {height}x{width}, clinical "
             f"{'on' if config.data.clinical else 'off'}, fold {config.data.fold}: "
             f"{label}{evaluation.split} split")
 
 
-def _write_outputs(target: Path, evaluation: Evaluation, probabilities: np.ndarray,
-                   metrics: dict) -> None:
-    """Write every file into a staging folder, then rename each into ``target``."""
+def _write_photo_outputs(target: Path, evaluation: Evaluation, probabilities: np.ndarray,
+                         metrics: dict) -> None:
+    staging = _staging(target)
+    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
+    photo_prediction_frame(evaluation.frame, probabilities, evaluation.data.task_names).to_csv(
+        staging / "predictions.csv", index=False, float_format="%.17g")
+    (staging / "per_task.md").write_text(
+        format_photo_summary(metrics, _title(evaluation)) + "\n")
+    _commit(staging, target)
+
+
+def _staging(target: Path) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     staging = target / ".evaluation-partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
+    return staging
+
+
+def _commit(staging: Path, target: Path) -> None:
+    for path in staging.iterdir():
+        path.replace(target / path.name)
+    staging.rmdir()
+
+
+def _write_outputs(target: Path, evaluation: Evaluation, probabilities: np.ndarray,
+                   metrics: dict) -> None:
+    """Write every file into a staging folder, then rename each into ``target``."""
+    staging = _staging(target)
     title = _title(evaluation)
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
     report.prediction_frame(evaluation.frame["image_id"], probabilities).to_csv(
@@ -117,6 +164,4 @@ def _write_outputs(target: Path, evaluation: Evaluation, probabilities: np.ndarr
     report.class_table_numbers(metrics).to_csv(staging / "per_class.csv", index=False)
     report.plot_confusion_matrix(metrics, staging / "confusion_matrix.png", title)
     report.plot_roc(evaluation.truth, probabilities, staging / "roc.png", title)
-    for path in staging.iterdir():
-        path.replace(target / path.name)
-    staging.rmdir()
+    _commit(staging, target)

@@ -19,12 +19,23 @@ RESOLUTION_NAMES = {"low": "224x300", "high": "450x600"}
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="train.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="default", choices=sorted(PRESETS),
-                        help="starting configuration (default: default)")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="starting configuration (default: default, or photos with "
+                             "--task clinical-photos)")
     parser.add_argument("--config", type=Path, help="repeat a run: start from its config.json")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override any config field; repeatable")
-    parser.add_argument("--data-dir", help="HAM10000-layout dataset (default: phantom data)")
+    parser.add_argument("--task", choices=("ham10000", "clinical-photos"),
+                        help="ham10000 (7 dermoscopic classes, study 1; default) or "
+                             "clinical-photos (multi-task binary diagnosis, study 2; starts "
+                             "from the `photos` preset unless --preset is given)")
+    parser.add_argument("--variant", choices=("p", "n", "ps", "ns"),
+                        help="clinical photos: VGG16-P, -N, -PS or -NS")
+    parser.add_argument("--crop-dir", help="clinical photos: the skin-cropped copy written by "
+                                           "python -m preprocess crop DATA_DIR CROP_DIR")
+    parser.add_argument("--balanced", action="store_true", default=None,
+                        help="oversample minority classes of the training split")
+    parser.add_argument("--data-dir", help="dataset folder (default: the task's phantom data)")
     parser.add_argument("--backbone", help="one of the registered backbones")
     parser.add_argument("--resolution", help="low (224x300), high (450x600) or HxW")
     parser.add_argument("--clinical", action=argparse.BooleanOptionalAction, default=None,
@@ -55,7 +66,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 def build_config(args: argparse.Namespace) -> Config:
     """The run's config from the parsed options (see the module docstring for the order)."""
-    config = load_config(args.config) if args.config else make_config(args.preset)
+    preset = args.preset or ("photos" if args.task == "clinical-photos" else "default")
+    config = load_config(args.config) if args.config else make_config(preset)
     return apply_overrides(config, _shorthand_overrides(args) + list(args.set))
 
 
@@ -68,11 +80,17 @@ def _shorthand_overrides(args: argparse.Namespace) -> list[str]:
         "training.learning_rate": args.learning_rate, "training.seed": args.seed,
         "training.strategy": args.strategy, "training.mixed_precision": args.mixed_precision,
         "training.jit": args.jit, "training.deterministic": args.deterministic,
+        "data.task": args.task, "model.variant": args.variant, "data.crop_dir": args.crop_dir,
+        "data.sampling": "balanced" if args.balanced else None,
     }
     return [f"{key}={value}" for key, value in pairs.items() if value is not None]
 
 
 def default_out(config: Config) -> Path:
+    if config.data.task == "clinical-photos":
+        version = ("cropped" if config.data.crop_dir else "original") + (
+            "-balanced" if config.data.sampling == "balanced" else "")
+        return Path("runs") / f"photos-vgg16{config.model.variant}-{version}"
     height, width = config.data.image_size
     kind = "clinical" if config.data.clinical else "image"
     return Path("runs") / f"{config.model.backbone}-{height}x{width}-{kind}-fold{config.data.fold}"

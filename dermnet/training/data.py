@@ -111,7 +111,12 @@ class RunData:
 
 
 def prepare_run_data(config: Config, workdir: Path, log=print) -> RunData:
-    """Load the dataset, and write (or, on resume, re-read) the split and the encoding."""
+    """Load the dataset, and write (or, on resume, re-read) the split and the encoding.
+    Clinical-photo runs get a ``PhotoRunData`` (``training.photo_data``) instead."""
+    if config.data.task == "clinical-photos":
+        from dermnet.training.photo_data import prepare_photo_run_data
+
+        return prepare_photo_run_data(config, workdir, log)
     data_dir = resolve_data_dir(config, log)
     dataset = load_ham10000(data_dir, check_images="header")
     splits = _load_or_make_splits(config, dataset.frame, workdir / "splits.csv")

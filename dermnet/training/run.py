@@ -72,7 +72,9 @@ class Phase:
 def plan_phases(config: Config) -> list[Phase]:
     """Two-phase transfer learning from pretrained weights, one phase from scratch."""
     training = config.training
-    pretrained = config.model.weights is not None
+    # Two-phase fine-tuning is the classifier's; the clinical-photo variants freeze their
+    # own layers as the study did.
+    pretrained = config.model.weights is not None and config.data.task == "ham10000"
     frozen = min(training.freeze_epochs, training.epochs - 1) if pretrained else 0
     phases = []
     if frozen > 0:
@@ -91,9 +93,7 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, overwrite: bool =
     workdir = _output_dir(Path(workdir))
     _prepare_workdir(workdir, config, overwrite)
     _set_up_runtime(config)
-    log(f"run {workdir}: {config.model.backbone} {config.data.image_size[0]}x"
-        f"{config.data.image_size[1]}, clinical {'on' if config.data.clinical else 'off'}, "
-        f"fold {config.data.fold}; {describe_strategy(strategy)}")
+    log(f"run {workdir}: {_describe_model(config)}; {describe_strategy(strategy)}")
     data = prepare_run_data(config, workdir)
     log(data.describe())
     start = time.perf_counter()
@@ -105,6 +105,14 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, overwrite: bool =
                 f"{config.training.patience} epochs")
             break
     return _finish(model, config, data, workdir, time.perf_counter() - start, log)
+
+
+def _describe_model(config: Config) -> str:
+    height, width = config.data.image_size
+    if config.data.task == "clinical-photos":
+        return f"VGG16-{config.model.variant.upper()} {height}x{width}, clinical photos"
+    return (f"{config.model.backbone} {height}x{width}, clinical "
+            f"{'on' if config.data.clinical else 'off'}, fold {config.data.fold}")
 
 
 def _output_dir(workdir: Path) -> Path:
