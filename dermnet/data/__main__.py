@@ -4,6 +4,12 @@
     phantom OUT_DIR         write the synthetic phantom dataset (HAM10000 layout)
     split METADATA_CSV      write lesion-grouped, dx-stratified test/fold assignments
 
+Clinical photos (study 2):
+
+    photo-check PATH        validate a clinical photo dataset and print its summary
+    photo-phantom OUT_DIR   write synthetic clinical photos (manifest layout)
+    photo-split PATH        write patient-grouped, diagnosis-stratified train/val/test
+
 Exit status: 0 on success, 1 when the data are invalid, 2 on a usage error.
 """
 
@@ -60,7 +66,70 @@ def _make_parser() -> argparse.ArgumentParser:
                        help="grouping unit; 'image' is the paper's leaky split")
     split.add_argument("--out", type=Path, required=True, help="output splits CSV")
     split.set_defaults(handler=_run_split)
+    _add_photo_commands(commands)
     return parser
+
+
+def _add_photo_commands(commands) -> None:
+    photos_help = "dataset folder (manifest.csv or <diagnosis>/<patient_id>/ folders) or CSV"
+    diagnoses_help = "comma-separated diagnosis vocabulary (default: the study's five)"
+    check = commands.add_parser("photo-check", help="validate a clinical photo dataset")
+    check.add_argument("path", type=Path, help=photos_help)
+    check.add_argument("--images", choices=("none", "header", "full"), default="header",
+                       help="image check: existence only, JPEG/PNG structure (default), "
+                            "or a full decode of every photo")
+    check.add_argument("--workers", type=int, default=None, help="parallel image checks")
+    check.add_argument("--diagnoses", type=_parse_names, default=None, help=diagnoses_help)
+    check.set_defaults(handler=_run_photo_check)
+
+    phantom = commands.add_parser("photo-phantom", help="write synthetic clinical photos")
+    phantom.add_argument("out_dir", type=Path, help="new (or empty) output folder")
+    phantom.add_argument("--num-patients", type=int, default=200, help="patients to draw")
+    phantom.add_argument("--photos-per-patient", type=_parse_range, default=(1, 4),
+                         metavar="LOW-HIGH", help="photos per patient, default 1-4")
+    phantom.add_argument("--seed", type=int, default=0, help="random seed (output is "
+                                                              "byte-identical per seed)")
+    phantom.add_argument("--size", type=_parse_size, default=(450, 600), metavar="WxH",
+                         help="photo width x height, default 600x450")
+    phantom.add_argument("--balanced", action="store_true",
+                         help="equal patients per diagnosis instead of the study's shares")
+    phantom.set_defaults(handler=_run_photo_phantom)
+
+    split = commands.add_parser("photo-split", help="write train/val/test assignments")
+    split.add_argument("path", type=Path, help=photos_help)
+    split.add_argument("--fractions", type=_parse_fractions, default=(0.8, 0.1, 0.1),
+                       metavar="TRAIN,VAL,TEST", help="shares of photos, default 0.8,0.1,0.1")
+    split.add_argument("--seed", type=int, default=0, help="random seed")
+    split.add_argument("--diagnoses", type=_parse_names, default=None, help=diagnoses_help)
+    split.add_argument("--out", type=Path, required=True, help="output splits CSV")
+    split.set_defaults(handler=_run_photo_split)
+
+
+def _parse_names(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
+
+
+def _parse_range(text: str) -> tuple[int, int]:
+    """``1-4`` -> (1, 4); ``2`` -> (2, 2)."""
+    try:
+        low, _, high = text.partition("-")
+        return int(low), int(high or low)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW-HIGH such as 1-4, got {text!r}") from None
+
+
+def _parse_fractions(text: str) -> tuple[float, float, float]:
+    try:
+        fractions = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        fractions = ()
+    if len(fractions) != 3:
+        raise argparse.ArgumentTypeError(f"expected TRAIN,VAL,TEST such as 0.8,0.1,0.1, "
+                                         f"got {text!r}")
+    return fractions
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -127,6 +196,60 @@ def _run_split(args: argparse.Namespace) -> int:
         print(f"WARNING: {warning.message}", file=sys.stderr)
     splitting.save_splits(table, args.out)
     print(splitting.format_split_summary(table))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _run_photo_check(args: argparse.Namespace) -> int:
+    from dermnet.data import clinical_photos as photos
+
+    start = time.perf_counter()
+    try:
+        dataset = photos.load_photo_dataset(args.path, args.diagnoses or photos.PHOTO_DIAGNOSES,
+                                            check_images=args.images, workers=args.workers)
+    except photos.DatasetError as error:
+        print(f"{args.path}: INVALID, {len(error.problems)} problem(s):", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        for warning in error.warnings:
+            print(f"  warning: {warning}", file=sys.stderr)
+        return 1
+    print(photos.format_photo_summary(dataset))
+    print(f"valid ({args.images} image check, {time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def _run_photo_phantom(args: argparse.Namespace) -> int:
+    from dermnet.data.photo_phantom import write_photo_phantom
+
+    start = time.perf_counter()
+    out = write_photo_phantom(args.out_dir, args.num_patients, args.photos_per_patient,
+                              seed=args.seed, image_size=args.size, balanced=args.balanced,
+                              progress=_print_photo_progress)
+    photos = sum(1 for _ in (out / "images").iterdir())
+    height, width = args.size
+    seconds = time.perf_counter() - start
+    print(f"\nwrote {photos} SYNTHETIC clinical photos ({width}x{height}) of "
+          f"{args.num_patients} patients to {out} in {seconds:.1f} s "
+          f"({photos / max(seconds, 1e-9):.0f} photos/s)")
+    return 0
+
+
+def _print_photo_progress(done: int, total: int) -> None:
+    if sys.stderr.isatty() or done == total:  # workers report in uneven batches
+        print(f"\r  {done}/{total} photos", end="", file=sys.stderr, flush=True)
+
+
+def _run_photo_split(args: argparse.Namespace) -> int:
+    from dermnet.data import clinical_photos as photos
+
+    dataset = photos.load_photo_dataset(args.path, args.diagnoses or photos.PHOTO_DIAGNOSES,
+                                        check_images="none")
+    for note in dataset.warnings:
+        print(f"warning: {note}", file=sys.stderr)
+    table = photos.make_photo_splits(dataset.frame, fractions=args.fractions, seed=args.seed)
+    photos.save_photo_splits(table, args.out)
+    print(photos.format_photo_split_summary(table))
     print(f"wrote {args.out}")
     return 0
 
