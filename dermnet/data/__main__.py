@@ -242,14 +242,16 @@ def _print_photo_progress(done: int, total: int) -> None:
 
 def _run_photo_split(args: argparse.Namespace) -> int:
     from dermnet.data import clinical_photos as photos
+    from dermnet.data import photo_splits
 
     dataset = photos.load_photo_dataset(args.path, args.diagnoses or photos.PHOTO_DIAGNOSES,
                                         check_images="none")
     for note in dataset.warnings:
         print(f"warning: {note}", file=sys.stderr)
-    table = photos.make_photo_splits(dataset.frame, fractions=args.fractions, seed=args.seed)
-    photos.save_photo_splits(table, args.out)
-    print(photos.format_photo_split_summary(table))
+    table = photo_splits.make_photo_splits(dataset.frame, fractions=args.fractions,
+                                           seed=args.seed)
+    photo_splits.save_photo_splits(table, args.out)
+    print(photo_splits.format_photo_split_summary(table))
     print(f"wrote {args.out}")
     return 0
 

@@ -19,6 +19,7 @@ import pandas as pd
 
 from dermnet.config import Config
 from dermnet.data import clinical_photos as photos
+from dermnet.data import photo_splits
 
 PHANTOM_SIZE = (450, 600)  # (H, W) of the generated phantom photos
 
@@ -107,16 +108,17 @@ def prepare_photo_run_data(config: Config, workdir: Path, log=print) -> PhotoRun
     frame = dataset.frame
     if config.data.crop_dir:
         crop_dir = Path(config.data.crop_dir)
-        frame = photos.cropped_dataset_manifest(frame, crop_dir / "crop_manifest.csv", crop_dir)
+        frame = photo_splits.cropped_dataset_manifest(frame, crop_dir / "crop_manifest.csv",
+                                                      crop_dir)
     splits = _load_or_make_splits(config, frame, workdir / "splits.csv")
-    frame = photos.attach_photo_splits(frame, splits)
+    frame = photo_splits.attach_photo_splits(frame, splits)
     balanced = config.data.sampling == "balanced"
     if balanced:
-        frame = photos.make_balanced(frame, seed=config.data.split_seed)
+        frame = photo_splits.make_balanced(frame, seed=config.data.split_seed)
     version = ("cropped" if config.data.crop_dir else "original") + ("+balanced" if balanced
                                                                     else "")
     parts = {name: frame[frame["split"] == name].reset_index(drop=True)
-             for name in photos.SPLITS}
+             for name in photo_splits.SPLITS}
     synthetic = "skin_x0" in frame and "SYNTHETIC" in _readme(data_dir)
     return PhotoRunData(data_dir, parts["train"], parts["val"], parts["test"], synthetic,
                         version)
@@ -129,13 +131,13 @@ def _readme(data_dir: Path) -> str:
 
 def _load_or_make_splits(config: Config, frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     if path.exists():
-        splits = photos.load_photo_splits(path)
+        splits = photo_splits.load_photo_splits(path)
         if set(splits["image"]) != set(frame["image"]):
             raise ValueError(f"{path}: its photos do not match the dataset's; the data "
                              "changed since this run started (use --overwrite to restart)")
         return splits
     test = config.data.test_fraction
-    splits = photos.make_photo_splits(frame, fractions=(1 - 2 * test, test, test),
-                                      seed=config.data.split_seed)
-    photos.save_photo_splits(splits, path)
+    splits = photo_splits.make_photo_splits(frame, fractions=(1 - 2 * test, test, test),
+                                            seed=config.data.split_seed)
+    photo_splits.save_photo_splits(splits, path)
     return splits

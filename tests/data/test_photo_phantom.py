@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dermnet.data import clinical_photos, photo_phantom, photo_phantom_draw
+from dermnet.data import clinical_photos, photo_phantom, photo_phantom_draw, photo_splits
 from dermnet.data.__main__ import main
 
 SMALL = (60, 80)  # (height, width)
@@ -192,7 +192,7 @@ def test_command_line_writes_checks_and_splits(tmp_path, capsys):
     report = capsys.readouterr().out
     assert "patients: 10" in report and "acne_vs_rosacea" in report and "valid" in report
     assert main(["photo-split", str(out), "--seed", "1", "--out", str(tmp_path / "s.csv")]) == 0
-    splits = clinical_photos.load_photo_splits(tmp_path / "s.csv")
+    splits = photo_splits.load_photo_splits(tmp_path / "s.csv")
     assert len(splits) == len(pd.read_csv(out / "manifest.csv"))
     (out / "manifest.csv").write_text("image,patient_id,diagnosis\nnope.jpg,p1,acne\n")
     assert main(["photo-check", str(out)]) == 1
