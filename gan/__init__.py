@@ -1,0 +1,13 @@
+"""dermnet's progressive-growing InfoGAN trained with WGAN-GP (study 1, section 2.4).
+
+The generator and discriminator grow block by block from 4x4 to 512x512 (Karras et al.
+2018); a structured InfoGAN code (Chen et al. 2016) is split into parts fed to the
+generator's blocks, and a Q head sharing the discriminator's trunk recovers it.
+
+    layers.py    equalized-learning-rate dense and conv, pixel norm, minibatch stddev
+    losses.py    WGAN critic / generator losses, gradient and drift penalties, InfoGAN loss
+    schedule.py  images seen -> (resolution, fade-in weight, phase, batch size, learning rate)
+
+Imports point one way: ``gan`` may use ``dermnet.data`` and ``dermnet.config``; ``dermnet``
+never imports ``gan``.
+"""
