@@ -33,10 +33,11 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def photo_runs(tmp_path_factory, cache_dir):
-    """Two variants trained and evaluated on the same photos."""
+    """The study's four variants (from scratch here: no downloads), trained and evaluated
+    on the same photos."""
     root = tmp_path_factory.mktemp("photo-runs")
     runs = {}
-    for variant in ("ns", "n"):
+    for variant in ("p", "n", "ps", "ns"):
         out = root / variant
         trained = run_script("train.py", [*SMOKE, "--variant", variant, "--out", str(out)],
                              cache_dir)
@@ -88,13 +89,13 @@ def test_evaluation_scores_each_task_on_its_two_diagnoses(photo_runs):
 
 @pytest.mark.slow
 def test_compare_tabulates_variants_and_runs_delong_tests(photo_runs, tmp_path, cache_dir):
-    runs = [str(photo_runs[variant][0]) for variant in ("ns", "n")]
+    runs = [str(photo_runs[variant][0]) for variant in ("ns", "p", "n", "ps")]
     result = run_script("evaluate.py", ["compare", *runs, "--out", str(tmp_path / "report")],
                         cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     report = (tmp_path / "report" / "report.md").read_text()
-    assert "| VGG-16N | original |" in report and "| VGG-16NS | original |" in report
-    assert report.index("VGG-16N |") < report.index("VGG-16NS |")  # the study's order
+    order = [report.index(f"| VGG-16{name} | original |") for name in ("P", "N", "PS", "NS")]
+    assert order == sorted(order)  # the study's order
     assert (tmp_path / "report" / "table_psoriasis_vs_eczema.csv").is_file()
     assert "DeLong tests" in report
 
