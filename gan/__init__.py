@@ -7,6 +7,8 @@ generator's blocks, and a Q head sharing the discriminator's trunk recovers it.
     layers.py    equalized-learning-rate dense and conv, pixel norm, minibatch stddev
     losses.py    WGAN critic / generator losses, gradient and drift penalties, InfoGAN loss
     schedule.py  images seen -> (resolution, fade-in weight, phase, batch size, learning rate)
+    networks.py  the progressive generator and discriminator (with the InfoGAN Q head)
+    codes.py     latent / structured code batches; the square rule for 600x450 images
 
 Imports point one way: ``gan`` may use ``dermnet.data`` and ``dermnet.config``; ``dermnet``
 never imports ``gan``.
