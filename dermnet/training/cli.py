@@ -132,7 +132,7 @@ def _run_grid(args: argparse.Namespace) -> int:
 
     if args.out is None:
         raise ValueError("--grid needs --out (the folder that will hold every run)")
-    preset = args.preset if args.preset != "default" else args.grid
+    preset = args.preset if args.preset not in (None, "default") else args.grid
     extra = tuple(item for pair in (("--set", value) for value in args.set) for item in pair)
     if args.data_dir:
         extra += ("--data-dir", args.data_dir)
