@@ -56,7 +56,9 @@ class DataConfig:
     split_by: str = "lesion"             # "lesion" (no leakage) or "image" (the paper's)
     batch_size: int = 32                 # per replica; the global batch is this x replicas
     cache: str = "memory"                # uint8 decode cache: "memory", "none" or a file prefix
-    sampling: str = "none"               # imbalance: "none", "class_weights" or "balanced"
+    # Imbalance: "none", "class_weights" (loss weighted by inverse class frequency) or
+    # "balanced" (training rows of smaller classes repeated up to the largest class).
+    sampling: str = "none"
     augment: AugmentConfig = field(default_factory=AugmentConfig.paper)  # training only
 
     def __post_init__(self):

@@ -126,8 +126,9 @@ def attach_photo_splits(frame: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFra
 # --- variants: original (the loaded frame), class-balanced, cropped --------------------------
 
 
-def make_balanced(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+def make_balanced(frame: pd.DataFrame, seed: int = 0, column: str = "diagnosis") -> pd.DataFrame:
     """Oversample the training photos of minority diagnoses up to the majority's count.
+    ``column`` names the class column (``dx`` for HAM10000 rows).
 
     Training rows are those with ``split == "train"``, or all rows when there is no
     ``split`` column; other rows (val, test) are returned untouched, so evaluation sees the
@@ -138,11 +139,11 @@ def make_balanced(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     The added rows follow the originals and have ``repeat`` = 1, 2, ... (0 on originals).
     """
     training = frame["split"].eq("train") if "split" in frame else pd.Series(True, frame.index)
-    counts = frame.loc[training, "diagnosis"].value_counts()
+    counts = frame.loc[training, column].value_counts()
     rng = np.random.default_rng(seed)
     extra = [np.zeros(0, np.int64)]  # row positions to repeat
     for diagnosis in sorted(counts.index):
-        rows = np.flatnonzero(training & frame["diagnosis"].eq(diagnosis))
+        rows = np.flatnonzero(training & frame[column].eq(diagnosis))
         whole, rest = divmod(int(counts.max()) - len(rows), len(rows))
         extra += [np.tile(rows, whole), np.sort(rng.choice(rows, rest, replace=False))]
     positions = np.concatenate(extra)

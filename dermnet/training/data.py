@@ -21,6 +21,7 @@ from dermnet.config import Config
 from dermnet.data import splits as splitting
 from dermnet.data.clinical import ClinicalEncoder, fit_clinical_encoder, load_clinical_encoder
 from dermnet.data.ham10000 import load_ham10000
+from dermnet.data.photo_splits import make_balanced
 from dermnet.data.pipeline import (
     PipelineConfig,
     build_dataset,
@@ -124,11 +125,14 @@ def prepare_run_data(config: Config, workdir: Path, log=print) -> RunData:
     frame = dataset.frame.set_index("image_id", drop=False)
     test_ids = splits.loc[splits["fold"] == splitting.TEST, "image_id"]
     training = frame.loc[training_ids].reset_index(drop=True)
+    if config.data.sampling == "balanced":
+        # Oversampled rows repeat images; the encoder below still sees each image once.
+        training = make_balanced(training, seed=config.data.split_seed, column="dx")
     encoding_path = workdir / "clinical_encoding.json"
     if encoding_path.exists():
         encoder = load_clinical_encoder(encoding_path)
     else:
-        encoder = fit_clinical_encoder(training)
+        encoder = fit_clinical_encoder(frame.loc[training_ids])
         encoder.save_json(encoding_path)
     synthetic = bool("dataset" in frame and (frame["dataset"] == "phantom").all())
     return RunData(data_dir, training, frame.loc[validation_ids].reset_index(drop=True),
