@@ -9,6 +9,10 @@ generator's blocks, and a Q head sharing the discriminator's trunk recovers it.
     schedule.py  images seen -> (resolution, fade-in weight, phase, batch size, learning rate)
     networks.py  the progressive generator and discriminator (with the InfoGAN Q head)
     codes.py     latent / structured code batches; the square rule for 600x450 images
+    config.py    GanConfig: data, network, schedule, training; presets paper / phantom / smoke
+    data.py      real images squared, cached once, averaged down per stage
+    model.py     InfoGAN(keras.Model): train_step with critic steps, penalties, Q loss, EMA
+    train.py     train_gan(config, workdir): stages, resumable checkpoints, TensorBoard, grids
 
 Imports point one way: ``gan`` may use ``dermnet.data`` and ``dermnet.config``; ``dermnet``
 never imports ``gan``.

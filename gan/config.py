@@ -1,0 +1,234 @@
+"""The GAN run's configuration: a frozen dataclass tree, named presets, overrides, JSON.
+
+    GanConfig
+      data:     GanDataConfig      which images, how they are squared and cached
+      network:  NetworkConfig      the generator's and discriminator's shape (gan.networks)
+      schedule: GrowthSchedule     resolutions, images per phase, batch sizes, learning rate
+      training: GanTrainingConfig  WGAN-GP / InfoGAN weights, Adam, EMA, seeds, checkpoints
+
+Every run writes its config as ``config.json``; ``load_gan_config`` reads it back. Overrides
+use ``dermnet.config``'s ``section.field=value`` syntax and checks; this module adds the one
+type the classifier's config lacks, the schedule's ``batch_sizes`` dict
+(``--set schedule.batch_sizes=4:16,8:16``). ``network.final_resolution`` and
+``schedule.final_resolution`` must agree; ``check_gan_config`` says so once all overrides
+are in (``--resolution`` on the command line sets both).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dermnet import config as base
+from gan.networks import NetworkConfig
+from gan.schedule import GrowthSchedule, karras_schedule, paper_schedule, smoke_schedule
+
+CONFIG_VERSION = 1
+STRATEGIES = ("auto", "mirrored", "one_device", "default")  # single-machine strategies
+
+
+@dataclass(frozen=True)
+class GanDataConfig:
+    data_dir: str = ""                   # HAM10000 folder; "" = the phantom dataset
+    phantom_images: int = 1000           # size of the phantom dataset generated when data_dir=""
+    square: str = "crop"                 # 600x450 -> square: "crop" the centre or "pad" it
+    # Decoded uint8 images at the final resolution: "memory" decodes at every start; a folder
+    # keeps a .npy there, memory-mapped by later runs (10,015 images at 512 are 7.9 GB).
+    cache: str = "memory"
+    flips: bool = True                   # random horizontal and vertical flips (no "up" in skin)
+
+    def __post_init__(self):
+        base._check_choices(self, {"square": ("crop", "pad")})
+        if self.phantom_images < 7:
+            raise ValueError("GanDataConfig.phantom_images must be >= 7 (one per class)")
+
+
+@dataclass(frozen=True)
+class GanTrainingConfig:
+    critic_steps: int = 1                # n_critic: critic updates per generator update
+    gp_weight: float = 10.0              # WGAN-GP lambda (Gulrajani et al. 2017)
+    drift: float = 0.001                 # drift penalty epsilon (Karras et al. 2018)
+    info_weight: float = 1.0             # InfoGAN lambda on the mutual-information loss
+    ema: float = 0.999                   # generator weight averaging decay (Karras: 0.999)
+    beta_1: float = 0.0                  # Adam, as Karras et al.: no momentum
+    beta_2: float = 0.99
+    epsilon: float = 1e-8
+    seed: int = 0                        # weights, data order, flips, codes: all derive from it
+    strategy: str = "auto"               # auto | mirrored | one_device | default
+    deterministic: bool = False          # TF op determinism (bit-exact resumes on CPU)
+    checkpoint_every_images: int = 50_000  # resume state; also written at every stage end
+    report_every_images: int = 10_000    # progress line and TensorBoard scalars
+    grid_columns: int = 8                # samples per class row in each stage's image grid
+
+    def __post_init__(self):
+        base._check_choices(self, {"strategy": STRATEGIES})
+        if self.critic_steps < 1 or not 0.0 <= self.ema < 1.0:
+            raise ValueError("GanTrainingConfig: critic_steps must be >= 1, ema in [0, 1)")
+        if min(self.checkpoint_every_images, self.report_every_images, self.grid_columns) < 1:
+            raise ValueError("GanTrainingConfig: checkpoint/report intervals and "
+                             "grid_columns must be positive")
+
+
+@dataclass(frozen=True)
+class GanConfig:
+    preset: str = "paper"                # the preset this config started from
+    data: GanDataConfig = field(default_factory=GanDataConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    schedule: GrowthSchedule = field(default_factory=paper_schedule)
+    training: GanTrainingConfig = field(default_factory=GanTrainingConfig)
+    version: int = CONFIG_VERSION        # config layout version, checked on load
+
+
+def check_gan_config(config: GanConfig) -> GanConfig:
+    """Cross-section rules that single overrides may break for a moment; returns config."""
+    network, schedule = config.network, config.schedule
+    if network.final_resolution != schedule.final_resolution:
+        raise ValueError(f"network.final_resolution ({network.final_resolution}) and "
+                         f"schedule.final_resolution ({schedule.final_resolution}) differ; "
+                         "set both (--resolution R does)")
+    return config
+
+
+def _paper() -> GanConfig:
+    """Study 1, section 2.4: 4x4 -> 512x512 in 8 blocks, batch 128 -> 2, Adam lr 0.0075
+    decaying by 0.99, WGAN-GP. Point --data-dir at the real HAM10000 images."""
+    return GanConfig(preset="paper", data=GanDataConfig(phantom_images=10015))
+
+
+def _karras() -> GanConfig:
+    """Karras et al.'s 512x512 settings (lr 0.001, constant; their batch sizes)."""
+    return GanConfig(preset="karras", data=GanDataConfig(phantom_images=10015),
+                     schedule=karras_schedule())
+
+
+def _phantom() -> GanConfig:
+    """The CPU demonstration: 4x4 -> 32x32 on a 1,000-image phantom in about 15 minutes.
+    Narrow networks (32 feature maps, 16 at 32x32): on a CPU the cost is the convolutions,
+    and the gradient penalty's double back-propagation triples them."""
+    schedule = dataclasses.replace(
+        smoke_schedule(32), images_per_phase=10_000,
+        batch_sizes={4: 32, 8: 32, 16: 32, 32: 16}, learning_rate=0.001, lr_decay=1.0)
+    network = NetworkConfig(final_resolution=32, latent_size=64, continuous_codes=2,
+                            fmap_base=256, fmap_max=32, q_units=64)
+    return GanConfig(preset="phantom", data=GanDataConfig(phantom_images=1000),
+                     network=network, schedule=schedule,
+                     training=GanTrainingConfig(checkpoint_every_images=5_000,
+                                                report_every_images=2_500))
+
+
+def _smoke() -> GanConfig:
+    """Seconds on a CPU: 4x4 -> 8x8, 16 images per phase, tiny networks (tests)."""
+    schedule = dataclasses.replace(smoke_schedule(8), images_per_phase=16,
+                                   batch_sizes={4: 8, 8: 8})
+    network = NetworkConfig(final_resolution=8, latent_size=8, continuous_codes=2,
+                            fmap_base=32, fmap_max=8, q_units=8)
+    return GanConfig(preset="smoke", data=GanDataConfig(phantom_images=40),
+                     network=network, schedule=schedule,
+                     training=GanTrainingConfig(checkpoint_every_images=16,
+                                                report_every_images=8, grid_columns=4))
+
+
+PRESETS: dict[str, typing.Callable[[], GanConfig]] = {
+    "paper": _paper, "karras": _karras, "phantom": _phantom, "smoke": _smoke,
+}
+
+
+def make_gan_config(preset: str = "paper") -> GanConfig:
+    """A preset by name; an unknown name lists the valid ones."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    return PRESETS[preset]()
+
+
+# --- overrides: dermnet.config's, plus dict fields --------------------------------------------
+
+
+def apply_overrides(config: GanConfig, overrides: list[str]) -> GanConfig:
+    """``section.field=value`` strings, as ``dermnet.config.apply_overrides``; a dict field
+    takes ``key:value,key:value`` (it replaces the whole dict)."""
+    for item in overrides:
+        key, _, text = item.partition("=")
+        path = key.strip().split(".")
+        if _field_hint(config, path) is dict:
+            config = _replace_dict(config, path, text.strip(), key.strip())
+        else:
+            config = base.apply_overrides(config, [item])
+    return config
+
+
+def _field_hint(node, path: list[str]):
+    """The origin type of the field at ``path`` (dict, tuple, ...), or None if unknown."""
+    for depth, name in enumerate(path):
+        if not dataclasses.is_dataclass(node) or name not in _names(node):
+            return None
+        hint = typing.get_type_hints(type(node))[name]
+        if depth == len(path) - 1:
+            return typing.get_origin(hint) or hint
+        node = getattr(node, name)
+    return None
+
+
+def _names(node) -> set[str]:
+    return {item.name for item in dataclasses.fields(node)}
+
+
+def _replace_dict(node, path: list[str], text: str, key: str):
+    if len(path) > 1:
+        child = _replace_dict(getattr(node, path[0]), path[1:], text, key)
+        return dataclasses.replace(node, **{path[0]: child})
+    key_type, value_type = typing.get_args(typing.get_type_hints(type(node))[path[0]])
+    try:
+        pairs = [item.split(":") for item in text.split(",") if item.strip()]
+        value = {key_type(name.strip()): value_type(number.strip()) for name, number in pairs}
+    except ValueError:
+        raise ValueError(f"config key {key!r}: cannot read {text!r} as key:value,"
+                         "key:value") from None
+    return dataclasses.replace(node, **{path[0]: value})
+
+
+# --- JSON -------------------------------------------------------------------------------------
+
+
+def gan_config_from_dict(payload: dict, cls=GanConfig, where: str = "config"):
+    """Rebuild a config from ``dataclasses.asdict`` output, checking keys and types (JSON's
+    string keys of dict fields are turned back into their key type)."""
+    if not isinstance(payload, dict):
+        raise ValueError(f"{where}: expected an object, got {type(payload).__name__}")
+    hints = typing.get_type_hints(cls)
+    unknown = set(payload) - set(hints)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    return cls(**{name: _from_json(value, hints[name], f"{where}.{name}")
+                  for name, value in payload.items()})
+
+
+def _from_json(value, hint, where: str):
+    if dataclasses.is_dataclass(hint):
+        return gan_config_from_dict(value, hint, where)
+    if typing.get_origin(hint) is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected an object, got {value!r}")
+        key_type, value_type = typing.get_args(hint)
+        return {key_type(name): base._from_json(item, value_type, f"{where}.{name}")
+                for name, item in value.items()}
+    return base._from_json(value, hint, where)
+
+
+def save_gan_config(config: GanConfig, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+
+
+def load_gan_config(path: str | Path) -> GanConfig:
+    """Read a ``config.json`` written by ``save_gan_config``; errors name the file and key."""
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: cannot read config ({error})") from None
+    if payload.get("version") != CONFIG_VERSION:
+        raise ValueError(f"{path}: config version {payload.get('version')!r}, "
+                         f"expected {CONFIG_VERSION}")
+    return gan_config_from_dict(payload, GanConfig, where=str(path))

@@ -1,0 +1,309 @@
+"""The GAN run: config presets, overrides and JSON; the image stream as a pure function of
+the images seen; squaring, caching and halving real images; checkpoints; the class grid;
+``python -m gan train --preset smoke`` end to end; and (slow) kill -9 and resume ending
+with an uninterrupted run's weights."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dermnet.data.phantom import write_phantom
+from gan.config import (
+    PRESETS,
+    GanDataConfig,
+    apply_overrides,
+    check_gan_config,
+    load_gan_config,
+    make_gan_config,
+    save_gan_config,
+)
+from gan.data import (
+    build_stage_dataset,
+    compute_stream_indices,
+    halve_images,
+    load_gan_data,
+)
+from gan.model import GanNetworks
+from gan.train import (
+    GRID_MIN_SIDE,
+    load_arrays,
+    plan_stages,
+    read_commit,
+    render_class_grid,
+    save_checkpoint,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ["--preset", "smoke", "--deterministic"]
+
+# --- config -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_presets_are_consistent_and_round_trip_through_json(preset, tmp_path):
+    config = check_gan_config(make_gan_config(preset))
+    save_gan_config(config, tmp_path / "config.json")
+    assert load_gan_config(tmp_path / "config.json") == config
+    assert all(isinstance(key, int) for key in config.schedule.batch_sizes)
+
+
+def test_overrides_reach_every_section_and_dict_fields():
+    config = apply_overrides(make_gan_config("smoke"), [
+        "schedule.batch_sizes=4:2,8:6", "training.critic_steps=5", "network.latent_size=3",
+        "data.square=pad"])
+    assert config.schedule.batch_sizes == {4: 2, 8: 6}
+    assert (config.training.critic_steps, config.network.latent_size) == (5, 3)
+    assert config.data.square == "pad"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("training.n_critic=5", "unknown config key 'training.n_critic'"),
+    ("schedule.batch_sizes=4-2", "cannot read '4-2'"),
+    ("data.square=stretch", "square must be one of crop, pad"),
+])
+def test_bad_overrides_are_clear_errors(override, message):
+    with pytest.raises(ValueError, match=message):
+        apply_overrides(make_gan_config("smoke"), [override])
+
+
+def test_final_resolutions_must_agree():
+    config = apply_overrides(make_gan_config("smoke"), ["network.final_resolution=16"])
+    with pytest.raises(ValueError, match="differ; set both"):
+        check_gan_config(config)
+
+
+def test_stage_plan_of_the_smoke_preset():
+    names = [(stage.name, stage.batch_size, stage.end)
+             for stage in plan_stages(make_gan_config("smoke"))]
+    assert names == [("4x4 stable", 8, 16), ("8x8 fade", 8, 32), ("8x8 stable", 8, 48)]
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+def test_the_stream_walks_a_new_permutation_every_epoch():
+    stream = compute_stream_indices(seed=3, count=10, start=0, size=30)
+    for epoch in range(3):
+        assert sorted(stream[epoch * 10:(epoch + 1) * 10]) == list(range(10))
+    assert not np.array_equal(stream[:10], stream[10:20])
+    np.testing.assert_array_equal(compute_stream_indices(3, 10, 7, 9), stream[7:16])
+
+
+def test_halving_rounds_two_by_two_box_means():
+    images = np.array([[0, 1, 10, 20], [2, 4, 30, 40], [5, 5, 0, 0], [5, 6, 0, 255]], np.uint8)
+    halves = halve_images(np.repeat(images[None, :, :, None], 3, axis=3))
+    np.testing.assert_array_equal(halves[0, :, :, 0], [[2, 25], [5, 64]])
+
+
+def test_stage_batches_depend_only_on_the_images_seen():
+    images = np.random.default_rng(0).integers(0, 256, (10, 4, 4, 3), dtype=np.uint8)
+    whole = list(build_stage_dataset(images, seed=1, first_image=0, steps=4, batch_size=3))
+    resumed = list(build_stage_dataset(images, seed=1, first_image=6, steps=2, batch_size=3))
+    for ours, theirs in zip(resumed, whole[2:]):
+        np.testing.assert_array_equal(ours, theirs)
+    batch = whole[0].numpy()
+    assert batch.shape == (3, 4, 4, 3) and batch.dtype == np.float32
+    assert batch.min() >= -1.0 and batch.max() <= 1.0
+    plain = list(build_stage_dataset(images, 1, 0, 4, 3, flips=False))
+    indices = compute_stream_indices(1, 10, 0, 12)
+    np.testing.assert_allclose(plain[1].numpy(), images[indices[3:6]] / 127.5 - 1.0, atol=1e-6)
+    flipped = [not np.array_equal(a, b) for a, b in zip(whole, plain)]
+    assert any(flipped)
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    return write_phantom(tmp_path_factory.mktemp("data") / "phantom", 14, seed=0)
+
+
+@pytest.mark.parametrize("square", ["crop", "pad"])
+def test_real_images_are_squared_decoded_once_and_cached(tiny_dataset, tmp_path, square):
+    config = make_gan_config("smoke")
+    data = GanDataConfig(data_dir=str(tiny_dataset), square=square, cache=str(tmp_path))
+    config = dataclasses.replace(config, data=data)
+    loaded = load_gan_data(config, log=lambda line: None)
+    assert loaded.images.shape == (14, 8, 8, 3) and loaded.images.dtype == np.uint8
+    assert loaded.synthetic and set(loaded.labels) <= set(range(7))
+    assert len(list(tmp_path.glob(f"gan-images-8-{square}-*.npy"))) == 1
+    again = load_gan_data(config, log=lambda line: None)
+    assert isinstance(again.images, np.memmap)
+    np.testing.assert_array_equal(again.images, loaded.images)
+    np.testing.assert_array_equal(loaded.images_at(4), halve_images(loaded.images))
+
+
+def test_crop_and_pad_see_different_squares(tiny_dataset):
+    def load(square):
+        data = GanDataConfig(data_dir=str(tiny_dataset), square=square)
+        config = dataclasses.replace(make_gan_config("smoke"), data=data)
+        return load_gan_data(config, log=lambda line: None).images
+
+    assert not np.array_equal(load("crop"), load("pad"))
+
+
+# --- checkpoints and grids --------------------------------------------------------------------
+
+
+def test_checkpoints_round_trip_and_commit_last(tmp_path):
+    network = make_gan_config("smoke").network
+    keras.utils.set_random_seed(1)
+    saved = GanNetworks(network)
+    save_checkpoint(tmp_path, saved, None, 24, 1)
+    save_checkpoint(tmp_path, saved, None, 48, 2, name="stage-02")
+    assert read_commit(tmp_path) == {"images_seen": 48, "stage_index": 2, "complete": True,
+                                     "file": "stage-02.npz"}
+    keras.utils.set_random_seed(2)
+    loaded = GanNetworks(network)
+    load_arrays(tmp_path / "stage-02.npz", loaded.weights)
+    for group, variables in saved.weights.items():
+        for ours, theirs in zip(variables, loaded.weights[group]):
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours),
+                                          keras.ops.convert_to_numpy(theirs))
+    assert not list(tmp_path.glob("checkpoint-*.npz"))  # stale mid-stage files are gone
+    bigger = GanNetworks(dataclasses.replace(network, latent_size=9))
+    with pytest.raises(ValueError, match="wrong shape"):
+        load_arrays(tmp_path / "stage-02.npz", bigger.weights)
+
+
+def test_class_grid_has_a_row_per_class():
+    images = np.linspace(-1, 1, 7 * 3 * 4 * 4 * 3, dtype="float32").reshape(21, 4, 4, 3)
+    grid = render_class_grid(images, rows=7, gap=2)
+    side = GRID_MIN_SIDE  # 4x4 samples are enlarged 8 times
+    assert grid.shape == (7 * (side + 2) - 2, 3 * (side + 2) - 2, 3) and grid.dtype == np.uint8
+    assert grid[0, 0, 0] == 0 and grid[-1, -1, 2] == 255  # -1 -> 0 and 1 -> 255
+    assert not grid[side:side + 2].any()  # a black gap between rows
+
+
+# --- the command line, end to end -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def environment(cache_dir) -> dict:
+    return os.environ | {"DERMNET_CACHE": str(cache_dir), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def run_gan(arguments, cache_dir):
+    return subprocess.run([sys.executable, "-m", "gan", "train", *arguments],
+                          env=environment(cache_dir), capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, cache_dir):
+    out = tmp_path_factory.mktemp("runs") / "smoke"
+    start = time.perf_counter()
+    result = run_gan([*SMOKE, "--out", str(out)], cache_dir)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return out, result, time.perf_counter() - start
+
+
+def test_smoke_run_writes_the_run_directory(smoke_run):
+    out, result, seconds = smoke_run
+    assert seconds < 90
+    for name in ("config.json", "generator.keras", "discriminator.keras", "finished.json",
+                 "state/checkpoint.json", "grids/stage-4x4.png", "grids/stage-8x8-fade.png",
+                 "grids/stage-8x8.png"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "finished.json").read_text())["images_seen"] == 48
+    assert load_gan_config(out / "config.json").preset == "smoke"
+    stages = [line.split(":")[1].split(",")[0].strip() for line in result.stdout.splitlines()
+              if line.startswith("stage ")]
+    assert stages == ["4x4 stable", "8x8 fade", "8x8 stable"]
+    assert "SYNTHETIC" in result.stdout and "images 48/48" in result.stdout
+
+
+def test_grid_png_has_one_row_per_class(smoke_run):
+    grid = tf.io.decode_png((smoke_run[0] / "grids" / "stage-8x8.png").read_bytes()).numpy()
+    side = GRID_MIN_SIDE  # 8x8 samples enlarged 4 times
+    assert grid.shape == (7 * (side + 2) - 2, 4 * (side + 2) - 2, 3)
+
+
+def test_tensorboard_holds_losses_schedule_and_grids(smoke_run):
+    tags = set()
+    for path in (smoke_run[0] / "tb" / "train").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags |= {value.tag for value in event.summary.value}
+    assert {"losses/critic_loss", "losses/gradient_penalty", "losses/info_categorical",
+            "losses/info_continuous", "losses/wasserstein_distance", "schedule/fade_in",
+            "schedule/learning_rate", "class_grid"} <= tags
+
+
+def test_saved_generator_reloads_and_draws_images(smoke_run):
+    import gan.networks  # noqa: F401  registers the custom layers
+    from gan.codes import make_code_batch
+
+    generator = keras.models.load_model(smoke_run[0] / "generator.keras")
+    codes = make_code_batch(0, 2, make_gan_config("smoke").network)
+    images = generator(codes | {"alpha": np.ones((2, 1), "float32")})
+    assert tuple(images.shape) == (2, 8, 8, 3) and np.isfinite(images).all()
+
+
+def test_finished_run_is_not_overwritten(smoke_run, capsys):
+    from gan.__main__ import main
+
+    out = smoke_run[0]
+    before = (out / "generator.keras").stat().st_mtime_ns
+    assert main(["train", *SMOKE, "--out", str(out)]) == 1
+    assert "already holds a finished run; use --overwrite" in capsys.readouterr().err
+    assert (out / "generator.keras").stat().st_mtime_ns == before
+
+
+def test_unknown_preset_and_key_are_clear_errors(tmp_path, capsys):
+    from gan.__main__ import main
+
+    assert main(["train", "--preset", "smoke", "--set", "training.gp=1", "--out",
+                 str(tmp_path)]) == 1
+    assert "unknown config key 'training.gp'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--preset", "huge", "--out", str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_kill_and_resume_ends_with_the_uninterrupted_weights(tmp_path, cache_dir):
+    arguments = [*SMOKE, "--set", "schedule.images_per_phase=160",
+                 "--set", "training.checkpoint_every_images=40"]
+    straight = run_gan([*arguments, "--out", str(tmp_path / "straight")], cache_dir)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    out = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "gan", "train", *arguments, "--out",
+                                str(out)], env=environment(cache_dir), cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_mid_stage_checkpoint(out / "state", process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / "finished.json").exists()
+    resumed = run_gan([*arguments, "--out", str(out)], cache_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout and "stage 1/3" not in resumed.stdout
+    for name in ("stage-02-8x8-stable.npz",):
+        with np.load(out / "state" / name) as ours, \
+                np.load(tmp_path / "straight" / "state" / name) as theirs:
+            assert ours.files == theirs.files
+            for key in ours.files:
+                np.testing.assert_array_equal(ours[key], theirs[key])
+
+
+def wait_for_mid_stage_checkpoint(state: Path, process, timeout: float = 200) -> None:
+    """Until a checkpoint inside the second stage (8x8 fade) is committed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        commit = read_commit(state) if (state / "checkpoint.json").exists() else None
+        if commit and commit["stage_index"] >= 1 and not commit["complete"]:
+            return
+        assert process.poll() is None, "training ended before it could be killed"
+        time.sleep(0.05)
+    raise TimeoutError("no mid-stage checkpoint")
