@@ -11,6 +11,7 @@ generator's blocks, and a Q head sharing the discriminator's trunk recovers it.
     codes.py     latent / structured code batches; the square rule for 600x450 images
     config.py    GanConfig: data, network, schedule, training; presets paper / phantom / smoke
     data.py      real images squared, cached once, averaged down per stage
+    clinical.py  clinical codes (age, sex, site): encoded real rows grouped by class
     model.py     InfoGAN(keras.Model): train_step with critic steps, penalties, Q loss, EMA
     train.py     train_gan(config, workdir): stages, resumable checkpoints, TensorBoard, grids
 

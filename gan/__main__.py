@@ -45,6 +45,9 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", help="auto, mirrored, one_device or default")
     parser.add_argument("--deterministic", action="store_true", default=None,
                         help="TensorFlow op determinism (bit-exact resumes on CPU)")
+    parser.add_argument("--clinical", action="store_true", default=None,
+                        help="condition on age, sex and site sampled from real rows of each "
+                             "class (sets data.clinical and network.clinical_codes)")
     parser.add_argument("--out", type=Path, required=True, help="run directory")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a finished (or different) run in --out")
@@ -62,9 +65,13 @@ def build_config(args: argparse.Namespace):
 
 
 def _shorthand_overrides(args: argparse.Namespace) -> list[str]:
+    from gan.clinical import CLINICAL_CODES
+
     pairs = {"data.data_dir": args.data_dir, "network.final_resolution": args.resolution,
              "schedule.final_resolution": args.resolution, "training.seed": args.seed,
-             "training.strategy": args.strategy, "training.deterministic": args.deterministic}
+             "training.strategy": args.strategy, "training.deterministic": args.deterministic,
+             "data.clinical": args.clinical,
+             "network.clinical_codes": CLINICAL_CODES if args.clinical else None}
     return [f"{key}={value}" for key, value in pairs.items() if value is not None]
 
 

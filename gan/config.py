@@ -10,8 +10,9 @@ Every run writes its config as ``config.json``; ``load_gan_config`` reads it bac
 use ``dermnet.config``'s ``section.field=value`` syntax and checks; this module adds the one
 type the classifier's config lacks, the schedule's ``batch_sizes`` dict
 (``--set schedule.batch_sizes=4:16,8:16``). ``network.final_resolution`` and
-``schedule.final_resolution`` must agree; ``check_gan_config`` says so once all overrides
-are in (``--resolution`` on the command line sets both).
+``schedule.final_resolution`` must agree, and ``data.clinical`` goes with
+``network.clinical_codes = CLINICAL_CODES`` (0 without it); ``check_gan_config`` says so once
+all overrides are in (``--resolution`` and ``--clinical`` on the command line set both).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dermnet import config as base
+from gan.clinical import CLINICAL_CODES
 from gan.networks import NetworkConfig
 from gan.schedule import GrowthSchedule, karras_schedule, paper_schedule, smoke_schedule
 
@@ -39,6 +41,9 @@ class GanDataConfig:
     # keeps a .npy there, memory-mapped by later runs (10,015 images at 512 are 7.9 GB).
     cache: str = "memory"
     flips: bool = True                   # random horizontal and vertical flips (no "up" in skin)
+    # Condition on age, sex and site (gan.clinical): network.clinical_codes must then be
+    # CLINICAL_CODES (--clinical sets both).
+    clinical: bool = False
 
     def __post_init__(self):
         base._check_choices(self, {"square": ("crop", "pad")})
@@ -89,7 +94,20 @@ def check_gan_config(config: GanConfig) -> GanConfig:
         raise ValueError(f"network.final_resolution ({network.final_resolution}) and "
                          f"schedule.final_resolution ({schedule.final_resolution}) differ; "
                          "set both (--resolution R does)")
+    _check_clinical(config)
     return config
+
+
+def _check_clinical(config: GanConfig) -> None:
+    codes = config.network.clinical_codes
+    if config.data.clinical and codes != CLINICAL_CODES:
+        raise ValueError(f"data.clinical is on, so network.clinical_codes must be "
+                         f"{CLINICAL_CODES} (age, age missing, sex and site one-hots), got "
+                         f"{codes}; --clinical sets both")
+    if not config.data.clinical and codes:
+        raise ValueError(f"network.clinical_codes is {codes} but data.clinical is off: set "
+                         "data.clinical=true (clinical codes come from the real rows) or "
+                         "network.clinical_codes=0; --clinical sets both")
 
 
 def _paper() -> GanConfig:

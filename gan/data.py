@@ -1,7 +1,8 @@
 """Real images for the GAN: a HAM10000 folder -> square uint8 images -> per-stage batches.
 
 ``load_gan_data(config)`` reads the dataset (``dermnet.data.ham10000``; the SYNTHETIC phantom
-dataset, generated once into the cache, when ``data.data_dir`` is empty), squares every
+dataset, generated once into the cache, when ``data.data_dir`` is empty), keeps its rows
+(``GanData.frame``: age, sex, site, ... of every image), squares every
 image (``gan.networks.square_crop_or_pad``) and decodes it once to uint8 at the final
 resolution, in memory or in a memory-mapped ``.npy`` cache. ``GanData.images_at(R)`` gives
 the set at a stage's resolution R by repeated 2x2 box averaging, rounded to uint8 at each
@@ -22,6 +23,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from dermnet.data.ham10000 import load_ham10000
@@ -33,12 +35,16 @@ DECODE_BATCH = 64  # images decoded per tf.data batch while filling the cache
 
 
 class GanData:
-    """The training images, square uint8 at the final resolution, with their labels."""
+    """The training images, square uint8 at the final resolution, with their labels and
+    metadata rows."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, data_dir: Path,
-                 synthetic: bool):
+                 synthetic: bool, frame: pd.DataFrame | None = None):
         self.images = images          # uint8 [N, R, R, 3], R = the final resolution
         self.labels = labels          # int32 [N] class index (dermnet's CLASSES order)
+        # ``load_ham10000``'s rows, aligned with the images: image_id, dx, age, sex,
+        # localization, label, ... (the clinical codes are encoded from them).
+        self.frame = frame
         self.data_dir = data_dir
         self.synthetic = synthetic    # True for the phantom dataset
         self._levels = {images.shape[1]: images}
@@ -83,7 +89,7 @@ def load_gan_data(config, log=print) -> GanData:
     resolution = config.network.final_resolution
     images = _cached_images(paths, resolution, config.data, log)
     synthetic = bool("dataset" in frame and (frame["dataset"] == "phantom").all())
-    return GanData(images, frame["label"].to_numpy(np.int32), data_dir, synthetic)
+    return GanData(images, frame["label"].to_numpy(np.int32), data_dir, synthetic, frame)
 
 
 def _cached_images(paths: list[str], resolution: int, data, log) -> np.ndarray:

@@ -6,6 +6,8 @@
     drift_penalty                 epsilon * E[D(real)^2]: keeps critic scores near zero
     information_loss              -log Q(code | G(z, code)): cross-entropy for categorical
                                   codes, Gaussian negative log-likelihood for continuous ones
+    clinical_information_loss     the same for a clinical code (``dermnet.data.clinical``'s
+                                  layout): age, age missing, sex and site, each its own way
     global_mean                   the reduction to use under a multi-replica strategy
 
 Every loss returns the mean over the batch it is given. Under ``tf.distribute`` each
@@ -25,6 +27,8 @@ import math
 import keras
 import tensorflow as tf
 from keras import ops
+
+from dermnet.data.vocabulary import SEXES
 
 GRADIENT_PENALTY_WEIGHT = 10.0  # lambda of Gulrajani et al. 2017, kept by Karras et al.
 DRIFT_WEIGHT = 0.001  # epsilon_drift of Karras et al. 2018, appendix A.1
@@ -117,6 +121,37 @@ def continuous_information_loss(mean, log_std, codes):
     scaled = (ops.cast(codes, mean.dtype) - mean) * ops.exp(-log_std)  # [B, K]: z-scores
     per_code = HALF_LOG_TWO_PI + log_std + 0.5 * ops.square(scaled)  # [B, K]
     return ops.mean(ops.sum(per_code, axis=-1))
+
+
+def clinical_information_loss(logits,  # [B, C] Q's clinical outputs, one per entry
+                              codes,   # [B, C] the encoded clinical codes given to G
+                              sexes: int = len(SEXES)):  # width of the sex one-hot group
+    """-log Q(clinical code | image), mean over the batch, summed over four groups of the
+    ``dermnet.data.clinical`` layout [age, age missing, sex one-hot, site one-hot]:
+
+    - age (column 0, standardised): a unit-variance Gaussian's NLL without its constant,
+      0.5 * (age - logit)^2, counted only where the age is present (column 1 is 0); the
+      mean is over the whole batch, rows without an age adding 0, so a replica's mean
+      stays a fixed share of the global one;
+    - age missing (column 1): sigmoid cross-entropy;
+    - sex (the next ``sexes`` columns) and site (the rest): softmax cross-entropy.
+    """
+    logits = ops.convert_to_tensor(logits)
+    width = logits.shape[-1]
+    if width is not None and width <= 2 + sexes:
+        raise ValueError(f"a clinical code needs more than {2 + sexes} entries (age, age "
+                         f"missing, {sexes} sexes, then sites), got {width}")
+    codes = ops.cast(codes, logits.dtype)
+    age, missing = codes[:, 0], codes[:, 1]  # [B], [B]
+    present = 1.0 - missing
+    age_loss = ops.mean(present * 0.5 * ops.square(age - logits[:, 0]))
+    # softplus(x) - z x = -z log sigmoid(x) - (1 - z) log(1 - sigmoid(x)), stable in x.
+    missing_loss = ops.mean(ops.softplus(logits[:, 1]) - missing * logits[:, 1])
+    sex = slice(2, 2 + sexes)
+    site = slice(2 + sexes, None)
+    groups = categorical_information_loss([logits[:, sex], logits[:, site]],
+                                          [codes[:, sex], codes[:, site]])
+    return age_loss + missing_loss + groups
 
 
 def information_loss(categorical_logits, categorical_codes, continuous_mean=None,

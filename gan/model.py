@@ -7,7 +7,9 @@
                     (WGAN-GP + drift + InfoGAN loss on generated images), one generator step,
                     then the EMA update; metric trackers in ``metrics``
     GrowthTracker   callback feeding the schedule in: images seen, fade-in weight, learning rate
-    draw_codes      in-graph code batches, the distributions of ``gan.codes.make_code_batch``
+    draw_codes      in-graph code batches, the distributions of ``gan.codes.make_code_batch``;
+                    with a ``gan.clinical.ClinicalTable``, each sample's clinical code is a
+                    real training row of its class (``draw_clinical_codes``)
     make_grid_codes one row per class code, the same noise down every column
 
 Randomness is stateless: the codes and the gradient penalty's interpolation weights of a
@@ -25,9 +27,11 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from gan.clinical import ClinicalTable
 from gan.codes import make_code_batch
 from gan.losses import (
     categorical_information_loss,
+    clinical_information_loss,
     continuous_information_loss,
     drift_penalty,
     generator_loss,
@@ -38,20 +42,20 @@ from gan.schedule import GrowthSchedule, schedule_at
 
 METRICS = ("critic_loss", "generator_loss", "wasserstein_distance", "gradient_penalty",
            "drift", "info_categorical", "info_continuous")
+CLINICAL_METRIC = "info_clinical"  # tracked too when the network has clinical codes
 
 
 class GanNetworks:
     """The generator, the critic and the generator's average, every resolution's layers.
 
     The average starts as an exact copy of the generator; ``weights`` lists every variable
-    of the three, the run's network state whatever the stage.
+    of the three, the run's network state whatever the stage. With clinical codes, training
+    stages need ``clinical``, the table the codes are sampled from.
     """
 
-    def __init__(self, config: NetworkConfig):
-        if config.clinical_codes:
-            raise ValueError("training with clinical codes is not supported yet; set "
-                             "network.clinical_codes=0")
+    def __init__(self, config: NetworkConfig, clinical: ClinicalTable | None = None):
         self.config = config
+        self.clinical = clinical
         self.generator = ProgressiveGenerator(config)
         self.discriminator = ProgressiveDiscriminator(config)
         self.average_generator = ProgressiveGenerator(config)
@@ -69,7 +73,7 @@ class GanNetworks:
         return InfoGAN(self.generator.build(resolution, fade),
                        self.discriminator.build(resolution, fade),
                        self.average_generator.build(resolution, fade),
-                       config=self.config, fade=fade, seed=seed)
+                       config=self.config, fade=fade, seed=seed, clinical=self.clinical)
 
 
 class InfoGAN(keras.Model):
@@ -77,7 +81,9 @@ class InfoGAN(keras.Model):
     float32 [B, R, R, 3] in [-1, 1], with a ``GrowthTracker`` among the callbacks."""
 
     def __init__(self, generator, discriminator, average_generator, *,
-                 config: NetworkConfig, fade: bool, seed: int = 0, **kwargs):
+                 config: NetworkConfig, fade: bool, seed: int = 0,
+                 clinical: ClinicalTable | None = None, **kwargs):
+        _check_clinical_table(config, clinical)
         super().__init__(**kwargs)
         self.generator = generator                  # codes + alpha -> images
         self.discriminator = discriminator          # image + alpha -> score and Q outputs
@@ -85,10 +91,12 @@ class InfoGAN(keras.Model):
         self.network_config = config
         self.fade = fade                            # a new block is fading in
         self.seed = seed
+        self.clinical = clinical                    # real rows to sample clinical codes from
         # Set by GrowthTracker before every step; read in the graph, never written there.
         self.fade_in = keras.Variable(1.0, trainable=False, name="fade_in")
         self.images_seen = keras.Variable(0, dtype="int64", trainable=False, name="images_seen")
-        self.trackers = [keras.metrics.Mean(name=name) for name in METRICS]
+        names = METRICS + ((CLINICAL_METRIC,) if clinical is not None else ())
+        self.trackers = [keras.metrics.Mean(name=name) for name in names]
         self.built = True  # the sub-models are built; InfoGAN has no call() to trace
         self._check_alignment()
 
@@ -133,14 +141,17 @@ class InfoGAN(keras.Model):
         seed = tf.stack([tf.constant(self.seed, tf.int64),
                          tf.convert_to_tensor(self.images_seen.value)])  # [2]
         for step in range(self.critic_steps):
-            codes = self._replica_rows(draw_codes, _fold(seed, 2 * step), local)
+            codes = self._replica_rows(self._draw_codes, _fold(seed, 2 * step), local)
             mix = self._replica_rows(_draw_mix, _fold(seed, 2 * step + 1), local)
             self._critic_step(real, codes, fade_in, mix)
-        codes = self._replica_rows(draw_codes, _fold(seed, 2 * self.critic_steps), local)
+        codes = self._replica_rows(self._draw_codes, _fold(seed, 2 * self.critic_steps), local)
         self._generator_step(codes, fade_in)
         update_average(self.average_generator.weights, self.generator.weights,
                        self.average_decay)
         return {tracker.name: tracker.result() for tracker in self.trackers}
+
+    def _draw_codes(self, seed, batch, config):
+        return draw_codes(seed, batch, config, self.clinical)
 
     def _replica_rows(self, draw, seed, local):
         """This replica's rows of ``draw(seed, global batch)``: replica r of N keeps rows
@@ -162,35 +173,40 @@ class InfoGAN(keras.Model):
                                                   training=True)["score"],
                 real, fake, weight=self.gradient_weight, alpha=mix)
             drift = drift_penalty(real_outputs["score"], self.drift_weight)
-            categorical, continuous = self._information(fake_outputs, codes)
-            loss = -distance + penalty + drift + self.info_weight * (categorical + continuous)
+            information = self._information(fake_outputs, codes)
+            loss = (-distance + penalty + drift
+                    + self.info_weight * sum(information.values()))
             share = self._replica_share(loss)
         self._apply(self.discriminator_optimizer, self.discriminator, tape, share)
-        for name, value in (("critic_loss", loss), ("wasserstein_distance", distance),
-                            ("gradient_penalty", penalty), ("drift", drift),
-                            ("info_categorical", categorical),
-                            ("info_continuous", continuous)):
+        terms = {"critic_loss": loss, "wasserstein_distance": distance,
+                 "gradient_penalty": penalty, "drift": drift} | information
+        for name, value in terms.items():
             self._metric(name).update_state(value)
 
     def _generator_step(self, codes, fade_in):
         with tf.GradientTape() as tape:
             fake = self.generator(codes | {"alpha": fade_in}, training=True)
             outputs = self.discriminator({"image": fake, "alpha": fade_in}, training=True)
-            categorical, continuous = self._information(outputs, codes)
-            loss = generator_loss(outputs["score"]) + self.info_weight * (categorical
-                                                                          + continuous)
+            information = self._information(outputs, codes)
+            loss = (generator_loss(outputs["score"])
+                    + self.info_weight * sum(information.values()))
             share = self._replica_share(loss)
         self._apply(self.generator_optimizer, self.generator, tape, share)
         self._metric("generator_loss").update_state(loss)
 
-    def _information(self, outputs, codes):
-        """InfoGAN's two code losses on generated images: -log Q(code | image)."""
-        categorical = categorical_information_loss(outputs["categorical_logits"],
-                                                   codes["categorical"])
-        continuous = continuous_information_loss(outputs["continuous_mean"],
-                                                 outputs["continuous_log_std"],
-                                                 codes["continuous"])
-        return categorical, continuous
+    def _information(self, outputs, codes) -> dict:
+        """InfoGAN's code losses on generated images, -log Q(code | image), by metric name:
+        the class, the continuous codes and, with clinical codes, the clinical code."""
+        terms = {
+            "info_categorical": categorical_information_loss(outputs["categorical_logits"],
+                                                             codes["categorical"]),
+            "info_continuous": continuous_information_loss(outputs["continuous_mean"],
+                                                           outputs["continuous_log_std"],
+                                                           codes["continuous"])}
+        if self.clinical is not None:
+            terms[CLINICAL_METRIC] = clinical_information_loss(outputs["clinical_logits"],
+                                                               codes["clinical"])
+        return terms
 
     def _replica_share(self, loss):
         """This replica's share of the global mean loss: the optimizer sums the replicas'
@@ -202,7 +218,7 @@ class InfoGAN(keras.Model):
         optimizer.apply(tape.gradient(share, weights), weights)
 
     def _metric(self, name: str):
-        return self.trackers[METRICS.index(name)]
+        return next(tracker for tracker in self.trackers if tracker.name == name)
 
     def sample(self, codes: dict, fade_in: float = 1.0) -> np.ndarray:
         """Images of the average generator, float32 [B, R, R, 3], for numpy ``codes``."""
@@ -244,17 +260,44 @@ def _fold(seed, purpose: int):
     return tf.random.experimental.stateless_fold_in(seed, purpose)
 
 
-def draw_codes(seed, batch, config: NetworkConfig) -> dict:
+def draw_codes(seed, batch, config: NetworkConfig,
+               clinical: ClinicalTable | None = None) -> dict:
     """noise N(0, 1) [B, Z], one-hot classes, uniform over K [B, K], continuous codes
-    U(-1, 1) [B, C], from the int seed pair ``seed`` [2]."""
+    U(-1, 1) [B, C], from the int seed pair ``seed`` [2]; with a ``clinical`` table also
+    ``clinical`` [B, width], each row a real training row of the sample's class."""
     seeds = tf.random.experimental.stateless_split(seed, 3)
     noise = tf.random.stateless_normal([batch, config.latent_size], seeds[0])
     classes = tf.random.stateless_uniform([batch], seeds[1], 0, config.num_classes,
                                           dtype=tf.int32)
     continuous = tf.random.stateless_uniform([batch, config.continuous_codes], seeds[2],
                                              -1.0, 1.0)
-    return {"noise": noise, "categorical": tf.one_hot(classes, config.num_classes),
-            "continuous": continuous}
+    codes = {"noise": noise, "categorical": tf.one_hot(classes, config.num_classes),
+             "continuous": continuous}
+    if clinical is not None:  # a seed of its own: the other draws stay as without it
+        codes["clinical"] = draw_clinical_codes(_fold(seeds[1], 1), classes, clinical)
+    return codes
+
+
+def draw_clinical_codes(seed, classes, table: ClinicalTable):
+    """float32 [B, width]: for each class index of ``classes`` [B], the encoded vector of
+    a uniformly drawn training row of that class, from the int seed pair ``seed`` [2]."""
+    classes = tf.cast(classes, tf.int64)
+    offsets = tf.gather(tf.constant(table.offsets, tf.int64), classes)  # [B]
+    counts = tf.gather(tf.constant(table.counts, tf.int64), classes)    # [B], all > 0
+    uniform = tf.random.stateless_uniform(tf.shape(classes), seed, dtype=tf.float64)  # [0, 1)
+    within = tf.cast(tf.floor(uniform * tf.cast(counts, tf.float64)), tf.int64)
+    within = tf.minimum(within, counts - 1)  # guards the rounding of u * count up to count
+    return tf.gather(tf.constant(table.rows, tf.float32), offsets + within)
+
+
+def _check_clinical_table(config: NetworkConfig, clinical: ClinicalTable | None) -> None:
+    if config.clinical_codes and clinical is None:
+        raise ValueError(f"network.clinical_codes={config.clinical_codes}: training needs "
+                         "a clinical table (gan.clinical.make_clinical_table) to sample "
+                         "the codes from")
+    if clinical is not None and clinical.width != config.clinical_codes:
+        raise ValueError(f"the clinical table has {clinical.width} entries per row, the "
+                         f"network expects network.clinical_codes={config.clinical_codes}")
 
 
 def _draw_mix(seed, batch, config=None):
@@ -262,12 +305,19 @@ def _draw_mix(seed, batch, config=None):
     return tf.random.stateless_uniform([batch, 1, 1, 1], seed)
 
 
-def make_grid_codes(config: NetworkConfig, columns: int, seed: int = 0) -> dict:
+def make_grid_codes(config: NetworkConfig, columns: int, seed: int = 0,
+                    clinical: ClinicalTable | None = None) -> dict:
     """Codes of a class grid: row k has class code k, column j the same noise and
-    continuous codes in every row; rows * columns samples, row-major."""
+    continuous codes in every row; rows * columns samples, row-major. With a ``clinical``
+    table every sample also gets a real row of its class."""
     rows = config.num_classes
-    codes = make_code_batch(seed, rows * columns, config,
-                            classes=np.repeat(np.arange(rows), columns))
+    classes = np.repeat(np.arange(rows), columns)
+    clinical_rows = None
+    if clinical is not None:
+        clinical_rows = draw_clinical_codes(tf.constant([seed, 1], tf.int64), classes,
+                                         clinical).numpy()
+    codes = make_code_batch(seed, rows * columns, config, classes=classes,
+                            clinical=clinical_rows)
     for name in ("noise", "continuous"):
         codes[name] = np.tile(codes[name][:columns], (rows, 1))
     return codes

@@ -2,6 +2,10 @@
 
     workdir/
       config.json            the run's GanConfig
+      real_metadata.csv      the training rows: image_id, dx, age, sex, localization (age
+                             empty when missing); ``gan.clinical.load_real_metadata`` reads it
+      clinical_encoder.json  with data.clinical: the age/sex/site encoding fitted on those
+                             rows (``dermnet.data.clinical.load_clinical_encoder``)
       state/                 resume state: checkpoint.json (the commit) names the latest
                              checkpoint-<images>.npz; stage-<k>-<R>x<R>-<phase>.npz keep the
                              networks as each stage ended
@@ -34,8 +38,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from dermnet.data.clinical import fit_clinical_encoder, load_clinical_encoder
 from dermnet.training.checkpoints import write_atomic, write_json_atomic
 from dermnet.training.strategy import describe_strategy, make_strategy
+from gan.clinical import ClinicalTable, make_clinical_table, save_real_metadata
 from gan.config import GanConfig, check_gan_config, load_gan_config, save_gan_config
 from gan.data import GanData, build_stage_dataset, load_gan_data
 from gan.model import GanNetworks, GrowthTracker, InfoGAN, make_grid_codes
@@ -43,6 +49,8 @@ from gan.schedule import FADE, stage_boundaries, total_images
 
 FINISHED = "finished.json"
 COMMIT = "checkpoint.json"
+REAL_METADATA = "real_metadata.csv"
+CLINICAL_ENCODER = "clinical_encoder.json"
 GRID_MIN_SIDE = 32  # grid samples are enlarged (nearest neighbour) to at least this side
 
 
@@ -87,9 +95,10 @@ def train_gan(config: GanConfig, workdir: str | Path, *, overwrite: bool = False
         f"{config.network.final_resolution}; {describe_strategy(strategy)}")
     data = load_gan_data(config, log)
     log(data.describe())
+    clinical = _prepare_clinical(config, data, workdir, log)
     start = time.perf_counter()
     with strategy.scope():
-        networks = GanNetworks(config.network)
+        networks = GanNetworks(config.network, clinical)
     commit = read_commit(workdir / "state")
     images_seen, first = _restore(networks, commit, workdir / "state", log)
     writer = tf.summary.create_file_writer(str(workdir / "tb" / "train"))
@@ -124,6 +133,26 @@ def _prepare_workdir(workdir: Path, config: GanConfig, overwrite: bool) -> None:
                              "use --overwrite to discard it or choose another --out")
     (workdir / "state").mkdir(parents=True, exist_ok=True)
     write_atomic(config_path, lambda target: save_gan_config(config, target))
+
+
+def _prepare_clinical(config: GanConfig, data: GanData, workdir: Path,
+                      log) -> ClinicalTable | None:
+    """Write ``real_metadata.csv``; with ``data.clinical``, fit the encoder on the training
+    rows, write it (a resumed run refits the same one; a different one means the data
+    changed under the run) and return the table the codes are sampled from."""
+    write_atomic(workdir / REAL_METADATA, lambda target: save_real_metadata(data.frame, target))
+    if not config.data.clinical:
+        return None
+    encoder = fit_clinical_encoder(data.frame)
+    path = workdir / CLINICAL_ENCODER
+    if path.exists() and load_clinical_encoder(path) != encoder:
+        raise RunExistsError(f"{path} differs from the encoding of the current training rows "
+                             "(the data changed); use --overwrite or choose another --out")
+    write_atomic(path, encoder.save_json)
+    log(f"clinical codes: {encoder.num_features} entries (age mean {encoder.age_mean:.1f}, "
+        f"std {encoder.age_std:.1f}), sampled from real rows of each class")
+    return make_clinical_table(encoder.transform(data.frame), data.labels,
+                               config.network.num_classes)
 
 
 def _set_up_runtime(config: GanConfig) -> None:
@@ -303,7 +332,7 @@ class Reporter(keras.callbacks.Callback):
 def format_progress(stage: StagePlan, seen: int, values: dict) -> str:
     """One line: stage, images seen (of the stage's end), fade-in, losses, rate, speed."""
     shown = ("critic_loss", "generator_loss", "wasserstein_distance", "gradient_penalty",
-             "info_categorical", "info_continuous")
+             "info_categorical", "info_continuous", "info_clinical")
     parts = [f"{stage.name:>14}", f"images {seen}/{stage.end}", f"alpha {values['fade_in']:.2f}"]
     parts += [f"{name} {values[name]:.3f}" for name in shown if name in values]
     parts += [f"lr {values['learning_rate']:.1e}", f"{values['images_per_second']:.0f} img/s"]
@@ -327,7 +356,8 @@ def render_class_grid(images: np.ndarray, rows: int, gap: int = 2) -> np.ndarray
 def _write_grid(model: InfoGAN, config: GanConfig, stage: StagePlan, images_seen: int,
                 workdir: Path, writer) -> None:
     """The average generator's class grid: TensorBoard image and PNG."""
-    codes = make_grid_codes(config.network, config.training.grid_columns, config.training.seed)
+    codes = make_grid_codes(config.network, config.training.grid_columns, config.training.seed,
+                            model.clinical)
     images = model.sample(codes, float(model.fade_in.numpy()))
     grid = render_class_grid(images, config.network.num_classes)
     with writer.as_default():

@@ -1,6 +1,7 @@
 """GAN losses with known values: WGAN arithmetic, the gradient penalty of linear, quadratic
 and constant critics (finite gradients where the norm is 0), per-example U[0, 1]
-interpolation, InfoGAN's code loss against numpy, and the multi-replica mean."""
+interpolation, InfoGAN's code loss against numpy, the clinical code's loss by hand and
+against numpy, and the multi-replica mean."""
 
 import math
 
@@ -10,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from gan.losses import (
+    clinical_information_loss,
     compute_safe_norm,
     continuous_information_loss,
     critic_loss,
@@ -174,6 +176,59 @@ def test_information_loss_known_values_and_several_categorical_codes():
     huge = np.array([[1000.0, 0.0]], "float32")  # log-softmax, not log(softmax): no inf
     assert float(information_loss(huge, np.array([[0.0, 1.0]], "float32"))) == pytest.approx(
         1000.0)
+
+
+def test_clinical_information_loss_by_hand():
+    # Columns: age, age missing, 3 sexes, 2 sites. Row 0 has age 1.0; row 1 has none, so
+    # its age logit (5.0) must not count.
+    codes = np.array([[1.0, 0.0, 1, 0, 0, 0, 1],
+                      [0.0, 1.0, 0, 0, 1, 1, 0]], "float32")
+    logits = np.array([[3.0, 0.0, 0, 0, 0, 0, math.log(3)],
+                       [5.0, 0.0, 0, 0, 0, 0, 0]], "float32")
+    age = 0.5 * (1.0 - 3.0) ** 2 / 2  # mean over both rows, the missing one adding 0
+    missing = math.log(2)             # sigmoid(0) = 1/2 for either label
+    sex = math.log(3)                 # uniform over 3
+    site = (-math.log(3 / 4) + math.log(2)) / 2  # p = 3/4, then uniform over 2
+    expected = age + missing + sex + site
+    assert float(clinical_information_loss(logits, codes)) == pytest.approx(expected, rel=1e-6)
+    logits[1, 0] = -40.0  # the missing age's logit still does not count
+    assert float(clinical_information_loss(logits, codes)) == pytest.approx(expected, rel=1e-6)
+    logits[:, 1] = [-100.0, 100.0]  # confident and right: ~0, and no overflow
+    assert float(clinical_information_loss(logits, codes)) == pytest.approx(
+        expected - missing, abs=1e-6)
+    logits[:, 1] = [100.0, -100.0]  # confident and wrong: 100 per row
+    assert float(clinical_information_loss(logits, codes)) == pytest.approx(
+        expected - missing + 100.0, rel=1e-6)
+
+
+def numpy_clinical_loss(logits, codes):
+    """The 20-entry HAM10000 layout, written out with numpy."""
+    def cross_entropy(group_logits, group_codes):
+        shifted = group_logits - group_logits.max(axis=1, keepdims=True)
+        log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        return -(group_codes * log_softmax).sum(axis=1).mean()
+
+    present = codes[:, 1] == 0
+    age = np.where(present, 0.5 * (codes[:, 0] - logits[:, 0]) ** 2, 0.0).mean()
+    probability = 1 / (1 + np.exp(-logits[:, 1].astype(np.float64)))
+    missing = -(codes[:, 1] * np.log(probability)
+                + (1 - codes[:, 1]) * np.log(1 - probability)).mean()
+    return (age + missing + cross_entropy(logits[:, 2:5], codes[:, 2:5])
+            + cross_entropy(logits[:, 5:], codes[:, 5:]))
+
+
+def test_clinical_information_loss_matches_numpy_on_the_ham10000_layout():
+    batch = 9
+    missing = RNG.integers(0, 2, batch).astype("float32")
+    codes = np.concatenate([
+        np.where(missing == 1, 0.0, random(batch)).astype("float32")[:, None],
+        missing[:, None], np.eye(3, dtype="float32")[RNG.integers(0, 3, batch)],
+        np.eye(15, dtype="float32")[RNG.integers(0, 15, batch)]], axis=1)
+    logits = random(batch, 20) * 2
+    assert float(clinical_information_loss(logits, codes)) == pytest.approx(
+        numpy_clinical_loss(logits, codes), rel=1e-5)
+    with pytest.raises(ValueError, match="needs more than 5 entries"):
+        clinical_information_loss(logits[:, :5], codes[:, :5])
 
 
 def test_global_mean_shares_add_up_to_the_global_mean():

@@ -1,8 +1,9 @@
 """The InfoGAN training model: one step at 4x4 and in an 8x8 fade gives finite metrics and
 moves both networks; the weight average after one step is exactly 0.999 old + 0.001 new;
 the growth callback follows the schedule; the real images' cross-fade, the in-graph codes
-and the class grid's codes have known values; two MirroredStrategy replicas on logical CPUs
-take the same step as one replica with the same global batch."""
+and the class grid's codes have known values; clinical codes are real rows of the drawn class,
+seeded, and train the Q head's clinical outputs; two MirroredStrategy replicas on logical
+CPUs take the same step as one replica with the same global batch."""
 
 import dataclasses
 import os
@@ -17,12 +18,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from gan.clinical import CLINICAL_CODES, make_clinical_table
 from gan.config import make_gan_config
 from gan.model import (
     METRICS,
     GanNetworks,
     GrowthTracker,
     compute_faded_reals,
+    draw_clinical_codes,
     draw_codes,
     make_grid_codes,
     update_average,
@@ -156,9 +159,94 @@ def test_grid_codes_have_one_class_per_row_and_shared_columns():
     assert not np.array_equal(rows[0, 0], rows[0, 1])
 
 
-def test_clinical_codes_are_refused_for_now():
-    with pytest.raises(ValueError, match="clinical codes"):
-        GanNetworks(dataclasses.replace(TINY, clinical_codes=3))
+# --- clinical codes ---------------------------------------------------------------------------
+
+CLINICAL = dataclasses.replace(TINY, clinical_codes=CLINICAL_CODES)
+ROWS_PER_CLASS = (3, 1, 2, 1, 1, 1, 4)
+
+
+def clinical_rows():
+    """Shuffled rows whose first entry is the row's own index (to recognise it), with their
+    labels, and the table made of them."""
+    labels = np.random.default_rng(0).permutation(np.repeat(np.arange(7), ROWS_PER_CLASS))
+    encoded = np.random.default_rng(1).normal(size=(len(labels), CLINICAL_CODES))
+    encoded[:, 0] = np.arange(len(labels))
+    return encoded.astype("float32"), labels, make_clinical_table(encoded, labels, 7)
+
+
+def test_clinical_table_groups_rows_by_class():
+    encoded, labels, table = clinical_rows()
+    np.testing.assert_array_equal(table.counts, ROWS_PER_CLASS)
+    np.testing.assert_array_equal(table.offsets, np.cumsum(ROWS_PER_CLASS) - ROWS_PER_CLASS)
+    for label in range(7):
+        start, count = table.offsets[label], table.counts[label]
+        np.testing.assert_array_equal(table.rows[start:start + count],
+                                      encoded[labels == label])
+
+
+def test_a_class_without_rows_is_an_error_naming_it():
+    labels = np.array([0, 1, 2, 3, 4, 6, 6])
+    with pytest.raises(ValueError, match=r"no training rows of class\(es\) 5 \(df\)"):
+        make_clinical_table(np.zeros((7, 3)), labels, 7)
+
+
+def test_clinical_codes_are_real_rows_of_the_requested_class_and_seeded():
+    encoded, labels, table = clinical_rows()
+    classes = tf.constant(np.repeat(np.arange(7), 100), tf.int32)
+    seed = tf.constant([5, 11], tf.int64)
+    drawn = draw_clinical_codes(seed, classes, table).numpy()  # [700, 20]
+    indices = drawn[:, 0].astype(int)
+    np.testing.assert_array_equal(drawn, encoded[indices])  # whole real rows
+    np.testing.assert_array_equal(labels[indices], classes.numpy())  # of the drawn class
+    for label in range(7):  # every row of a class is drawn (P(miss) < 4 * 0.75**100)
+        assert set(indices[classes.numpy() == label]) == set(np.flatnonzero(labels == label))
+    np.testing.assert_array_equal(draw_clinical_codes(seed, classes, table), drawn)
+    other = draw_clinical_codes(tf.constant([5, 12], tf.int64), classes, table).numpy()
+    assert not np.array_equal(other, drawn)
+
+
+def test_draw_codes_with_a_table_add_clinical_rows_of_each_sample_class():
+    encoded, labels, table = clinical_rows()
+    seed = tf.constant([3, 7], tf.int64)
+    codes = draw_codes(seed, 200, CLINICAL, table)
+    plain = draw_codes(seed, 200, TINY)  # the other draws do not change
+    for name in plain:
+        np.testing.assert_array_equal(codes[name], plain[name])
+    indices = codes["clinical"].numpy()[:, 0].astype(int)
+    np.testing.assert_array_equal(labels[indices], np.argmax(codes["categorical"], axis=1))
+
+
+def test_training_with_clinical_codes_needs_a_matching_table():
+    networks = GanNetworks(CLINICAL)  # networks alone are fine: loading, sampling
+    with pytest.raises(ValueError, match="needs a clinical table"):
+        networks.build_stage(4, False)
+    narrow = make_clinical_table(np.zeros((7, 3)), np.arange(7), 7)
+    with pytest.raises(ValueError, match="has 3 entries per row"):
+        GanNetworks(CLINICAL, narrow).build_stage(4, False)
+    with pytest.raises(ValueError, match="network expects network.clinical_codes=0"):
+        GanNetworks(TINY, narrow).build_stage(4, False)
+
+
+def test_one_step_with_clinical_codes_trains_the_q_heads_clinical_outputs():
+    keras.utils.set_random_seed(0)
+    networks = GanNetworks(CLINICAL, clinical_rows()[2])
+    model = networks.build_stage(4, False)
+    _compile(model, dataclasses.replace(make_gan_config("smoke"), network=CLINICAL))
+    head = networks.discriminator.heads["clinical_logits"]
+    before = snapshot(head.weights)
+    metrics = tf.function(model.train_step)(real_batch(4))
+    assert set(metrics) == set(METRICS) | {"info_clinical"}
+    assert all(np.isfinite(float(value)) for value in metrics.values())
+    assert float(metrics["info_clinical"]) > 0
+    assert all(not np.array_equal(old, new) for old, new in zip(before, snapshot(head.weights)))
+
+
+def test_grid_codes_with_clinical_rows_of_each_rows_class():
+    encoded, labels, table = clinical_rows()
+    codes = make_grid_codes(CLINICAL, columns=3, seed=1, clinical=table)
+    assert codes["clinical"].shape == (21, CLINICAL_CODES)
+    indices = codes["clinical"][:, 0].astype(int)
+    np.testing.assert_array_equal(labels[indices], np.repeat(range(7), 3))
 
 
 MIRRORED_SCRIPT = textwrap.dedent("""

@@ -1,7 +1,8 @@
 """The GAN run: config presets, overrides and JSON; the image stream as a pure function of
 the images seen; squaring, caching and halving real images; checkpoints; the class grid;
-``python -m gan train --preset smoke`` end to end; and (slow) kill -9 and resume ending
-with an uninterrupted run's weights."""
+``python -m gan train --preset smoke`` end to end, also with clinical codes (the encoder and
+the real metadata in the run directory); and (slow) kill -9 and resume ending with an
+uninterrupted run's weights."""
 
 import dataclasses
 import json
@@ -14,10 +15,13 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 
+from dermnet.data.clinical import load_clinical_encoder
 from dermnet.data.phantom import write_phantom
+from gan.clinical import CLINICAL_CODES, load_real_metadata, save_real_metadata
 from gan.config import (
     PRESETS,
     GanDataConfig,
@@ -36,11 +40,14 @@ from gan.data import (
 from gan.model import GanNetworks
 from gan.train import (
     GRID_MIN_SIDE,
+    RunExistsError,
+    _prepare_clinical,
     load_arrays,
     plan_stages,
     read_commit,
     render_class_grid,
     save_checkpoint,
+    train_gan,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,6 +87,27 @@ def test_final_resolutions_must_agree():
     config = apply_overrides(make_gan_config("smoke"), ["network.final_resolution=16"])
     with pytest.raises(ValueError, match="differ; set both"):
         check_gan_config(config)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data.clinical=true"], f"network.clinical_codes must be {CLINICAL_CODES} .*got 0"),
+    (["network.clinical_codes=20"], "network.clinical_codes is 20 but data.clinical is off"),
+    (["data.clinical=true", "network.clinical_codes=5"], "must be 20 .*got 5"),
+])
+def test_clinical_data_and_codes_must_agree(overrides, message):
+    assert CLINICAL_CODES == 2 + 3 + 15  # age, age missing, sexes, sites
+    with pytest.raises(ValueError, match=message):
+        check_gan_config(apply_overrides(make_gan_config("smoke"), overrides))
+
+
+def test_clinical_flag_sets_data_and_network():
+    from gan.__main__ import build_config, make_parser
+
+    arguments = ["train", "--preset", "smoke", "--out", "unused"]
+    config = build_config(make_parser().parse_args([*arguments, "--clinical"]))
+    assert (config.data.clinical, config.network.clinical_codes) == (True, CLINICAL_CODES)
+    plain = build_config(make_parser().parse_args(arguments))
+    assert (plain.data.clinical, plain.network.clinical_codes) == (False, 0)
 
 
 def test_stage_plan_of_the_smoke_preset():
@@ -139,6 +167,47 @@ def test_real_images_are_squared_decoded_once_and_cached(tiny_dataset, tmp_path,
     assert isinstance(again.images, np.memmap)
     np.testing.assert_array_equal(again.images, loaded.images)
     np.testing.assert_array_equal(loaded.images_at(4), halve_images(loaded.images))
+
+
+def test_gan_data_keeps_the_rows_of_its_images(tiny_dataset):
+    data = GanDataConfig(data_dir=str(tiny_dataset))
+    loaded = load_gan_data(dataclasses.replace(make_gan_config("smoke"), data=data),
+                           log=lambda line: None)
+    metadata = pd.read_csv(tiny_dataset / "HAM10000_metadata.csv").set_index("image_id")
+    frame = loaded.frame
+    assert len(frame) == len(loaded.images)
+    np.testing.assert_array_equal(frame["label"], loaded.labels)
+    for column in ("dx", "sex", "localization"):
+        assert list(frame[column]) == list(metadata.loc[frame["image_id"], column])
+
+
+def test_real_metadata_round_trips_with_missing_ages(tmp_path):
+    frame = pd.DataFrame({"image_id": ["a", "b"], "dx": ["mel", "nv"], "age": [45.0, np.nan],
+                          "sex": ["male", "unknown"], "localization": ["back", "face"],
+                          "label": [0, 1]})
+    save_real_metadata(frame, tmp_path / "real_metadata.csv")
+    lines = (tmp_path / "real_metadata.csv").read_text().splitlines()
+    assert lines == ["image_id,dx,age,sex,localization", "a,mel,45.0,male,back",
+                     "b,nv,,unknown,face"]
+    loaded = load_real_metadata(tmp_path / "real_metadata.csv")
+    pd.testing.assert_frame_equal(loaded, frame.drop(columns="label"))
+
+
+def test_clinical_encoder_is_refitted_identically_and_a_changed_one_refused(tiny_dataset,
+                                                                            tmp_path):
+    config = apply_overrides(make_gan_config("smoke"), [
+        f"data.data_dir={tiny_dataset}", "data.clinical=true",
+        f"network.clinical_codes={CLINICAL_CODES}"])
+    data = load_gan_data(config, log=lambda line: None)
+    table = _prepare_clinical(config, data, tmp_path, log=lambda line: None)
+    first = (tmp_path / "clinical_encoder.json").read_text()
+    assert table.rows.shape == (14, CLINICAL_CODES)
+    _prepare_clinical(config, data, tmp_path, log=lambda line: None)  # as a resume does
+    assert (tmp_path / "clinical_encoder.json").read_text() == first
+    payload = json.loads(first) | {"age_mean": 1.0}
+    (tmp_path / "clinical_encoder.json").write_text(json.dumps(payload))
+    with pytest.raises(RunExistsError, match="the data changed"):
+        _prepare_clinical(config, data, tmp_path, log=lambda line: None)
 
 
 def test_crop_and_pad_see_different_squares(tiny_dataset):
@@ -213,9 +282,10 @@ def smoke_run(tmp_path_factory, cache_dir):
 def test_smoke_run_writes_the_run_directory(smoke_run):
     out, result, seconds = smoke_run
     assert seconds < 90
-    for name in ("config.json", "generator.keras", "discriminator.keras", "finished.json",
-                 "state/checkpoint.json", "grids/stage-4x4.png", "grids/stage-8x8-fade.png",
-                 "grids/stage-8x8.png"):
+    assert not (out / "clinical_encoder.json").exists()
+    for name in ("config.json", "real_metadata.csv", "generator.keras", "discriminator.keras",
+                 "finished.json", "state/checkpoint.json", "grids/stage-4x4.png",
+                 "grids/stage-8x8-fade.png", "grids/stage-8x8.png"):
         assert (out / name).is_file(), name
     assert json.loads((out / "finished.json").read_text())["images_seen"] == 48
     assert load_gan_config(out / "config.json").preset == "smoke"
@@ -269,6 +339,27 @@ def test_unknown_preset_and_key_are_clear_errors(tmp_path, capsys):
     assert "unknown config key 'training.gp'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--preset", "huge", "--out", str(tmp_path)])
+
+
+def test_smoke_run_with_clinical_codes_writes_the_encoder_and_metadata(tiny_dataset,
+                                                                       tmp_path):
+    config = apply_overrides(make_gan_config("smoke"), [
+        f"data.data_dir={tiny_dataset}", "data.clinical=true",
+        f"network.clinical_codes={CLINICAL_CODES}"])
+    lines = []
+    summary = train_gan(config, tmp_path / "run", log=lines.append)
+    out = tmp_path / "run"
+    assert summary["images_seen"] == 48 and (out / "finished.json").is_file()
+    assert (out / "grids" / "stage-8x8.png").is_file()
+    assert any("info_clinical" in line for line in lines)
+    metadata = load_real_metadata(out / "real_metadata.csv")
+    data = load_gan_data(config, log=lambda line: None)
+    assert list(metadata["image_id"]) == list(data.frame["image_id"])
+    encoder = load_clinical_encoder(out / "clinical_encoder.json")
+    assert encoder.num_features == CLINICAL_CODES
+    assert encoder.age_mean == pytest.approx(data.frame["age"].mean())
+    generator = keras.models.load_model(out / "generator.keras")
+    assert "clinical" in generator.input
 
 
 @pytest.mark.slow
