@@ -16,13 +16,17 @@ How the structured code conditions the generator (``code_split``, see ``compute_
     "blocks"  The paper's rule (section 2.4: the code is split into parts, each conditioning
               the activations of its block). The categorical code (lesion type) and the
               clinical codes describe the whole lesion, so they join the noise at the 4x4
-              input, as in Karras's conditional networks. The continuous codes are split
-              into consecutive parts, one per block from 4x4 upward (as evenly as possible,
-              earlier blocks taking the extra codes); a part modulates its block's features
-              between the block's two convolutions, ``features * (1 + scale) + shift``,
-              with [scale, shift] an EqualizedDense of the part (StyleGAN's style
-              modulation, Karras et al. 2019). Blocks above the last part get no code: the
-              fine blocks draw texture, while InfoGAN codes are meant for coarse factors.
+              input (scaled by ``code_gain``), as in Karras's conditional networks. The
+              continuous codes are split into consecutive parts, one per block from 4x4
+              upward (as evenly as possible, earlier blocks taking the extra codes). Every
+              block's features are modulated between its two convolutions,
+              ``features * (1 + scale) + shift``, with [scale, shift] an EqualizedDense of
+              [one-hot class, the block's continuous part] (StyleGAN's style modulation,
+              Karras et al. 2019; a class-conditional one like BigGAN's). Blocks above the
+              last part see the class only: InfoGAN's continuous codes are for coarse
+              factors. The class enters every block because, given only at the input, it
+              was forgotten each time a new block faded in (the Q head's class loss rose
+              back towards log 7 at every stage on the phantom dataset).
     "input"   Plain InfoGAN: every code joins the noise at the 4x4 input.
 
 Image and code preparation (square cropping, random code batches) lives in ``gan/codes.py``
@@ -48,7 +52,7 @@ from gan.layers import (
     PixelNormalization,
 )
 
-__all__ = ["CodeModulation", "FadeIn", "NetworkConfig", "ProgressiveDiscriminator",
+__all__ = ["CodeModulation", "FadeIn", "code_gain", "NetworkConfig", "ProgressiveDiscriminator",
            "ProgressiveGenerator", "compute_code_parts", "count_parameters", "make_code_batch",
            "prepare_real_images", "square_crop_or_pad"]
 
@@ -125,6 +129,26 @@ def compute_code_parts(config: NetworkConfig) -> dict[int, tuple[int, int]]:
             for resolution, size, stop in zip(config.resolutions, sizes, stops)}
 
 
+def code_gain(config: NetworkConfig, name: str) -> float:
+    """The factor a code part is scaled by at the generator's input: it makes the part's
+    expected norm equal the normalised noise's, sqrt(latent_size).
+
+    Karras et al.'s conditional networks pixel-normalise [noise, one-hot] together; with
+    128 noise dimensions a one-hot then weighs as much as one noise dimension, and on the
+    phantom dataset the generator ignored it (the Q head's class loss stayed at log 7). Here
+    the noise is normalised alone and every code part weighs as much as all the noise:
+    a one-hot (norm 1) is scaled by sqrt(Z), U(-1, 1) codes (expected squared norm K/3) by
+    sqrt(3Z/K), and a clinical vector, whose entries the caller keeps near unit scale, by
+    sqrt(Z/C).
+    """
+    latent = config.latent_size
+    sizes = {"categorical": 1, "continuous": config.continuous_codes / 3.0,
+             "clinical": config.clinical_codes}
+    if name not in sizes or sizes[name] <= 0:
+        raise ValueError(f"no code part {name!r} in this network")
+    return math.sqrt(latent / sizes[name])
+
+
 def count_parameters(model) -> int:
     """Scalars in the distinct weights of a model or layer (shared variables count once)."""
     unique = {id(variable): variable for variable in model.weights}
@@ -133,27 +157,34 @@ def count_parameters(model) -> int:
 
 @keras.saving.register_keras_serializable(package="dermnet")
 class CodeModulation(keras.layers.Layer):
-    """features * (1 + scale) + shift, [scale, shift] = EqualizedDense(code[:, start:stop]).
+    """features * (1 + scale) + shift, [scale, shift] = EqualizedDense(selected code).
 
-    Inputs ``[features [B, H, W, C], code [B, K]]``; the dense has gain 1 (a linear map) and
-    zero biases, so a zero code leaves the features unchanged.
+    Inputs ``[features [B, H, W, C], code [B, L + K]]``. The selected code is the first
+    ``leading`` columns (the one-hot class) followed by columns ``leading + start`` to
+    ``leading + stop`` (this block's continuous part; start == stop: none). The dense has
+    gain 1 (a linear map) and zero biases, so a zero code leaves the features unchanged.
     """
 
-    def __init__(self, start: int, stop: int, **kwargs):
+    def __init__(self, start: int, stop: int, leading: int = 0, **kwargs):
         super().__init__(**kwargs)
-        if not 0 <= start < stop:
-            raise ValueError(f"CodeModulation needs 0 <= start < stop, got {start}, {stop}")
+        if not (0 <= start <= stop and leading >= 0 and leading + stop - start > 0):
+            raise ValueError(f"CodeModulation needs 0 <= start <= stop, leading >= 0 and at "
+                             f"least one code column, got {start}, {stop}, {leading}")
         self.start = start
         self.stop = stop
+        self.leading = leading
 
     def build(self, input_shape):
         features_shape, _ = input_shape
         self.affine = EqualizedDense(2 * features_shape[-1], gain=1.0, name="affine")
-        self.affine.build((None, self.stop - self.start))
+        self.affine.build((None, self.leading + self.stop - self.start))
 
     def call(self, inputs):
         features, code = inputs
-        style = self.affine(code[:, self.start:self.stop])  # [B, 2C]
+        lead = self.leading
+        selected = ops.concatenate([code[:, :lead],
+                                    code[:, lead + self.start:lead + self.stop]], axis=-1)
+        style = self.affine(selected)  # [B, 2C]
         scale, shift = ops.split(style[:, None, None, :], 2, axis=-1)  # [B, 1, 1, C] each
         return features * (1.0 + scale) + shift
 
@@ -161,7 +192,8 @@ class CodeModulation(keras.layers.Layer):
         return input_shape[0]
 
     def get_config(self):
-        return super().get_config() | {"start": self.start, "stop": self.stop}
+        return super().get_config() | {"start": self.start, "stop": self.stop,
+                                       "leading": self.leading}
 
 
 @keras.saving.register_keras_serializable(package="dermnet")
@@ -230,24 +262,35 @@ class ProgressiveGenerator:
             inputs["clinical"] = keras.Input((config.clinical_codes,), name="clinical")
         return inputs
 
-    def _modulate(self, resolution: int, features, continuous):
-        if resolution not in self.code_parts:
+    def _modulate(self, resolution: int, features, code):
+        """Blocks mode: every block is modulated by the class and its continuous part."""
+        if self.config.code_split == "input":
             return features
-        start, stop = self.code_parts[resolution]
-        return CodeModulation(start, stop, name="code_modulation")([features, continuous])
+        start, stop = self.code_parts.get(resolution, (0, 0))
+        layer = CodeModulation(start, stop, leading=self.config.num_classes,
+                               name="code_modulation")
+        return layer([features, code])
 
     def _make_first_block(self) -> keras.Model:
-        """pixel-norm(noise + codes) -> dense -> 4x4 -> (modulate) -> conv3x3."""
-        filters = self.config.filters_at(START_RESOLUTION)
+        """[pixel-norm(noise), scaled codes] -> dense -> 4x4 -> (modulate) -> conv3x3."""
+        config = self.config
+        filters = config.filters_at(START_RESOLUTION)
         inputs = self._code_inputs()
-        joined = [inputs[name] for name in ("noise", "categorical", "clinical") if name in inputs]
-        if self.config.code_split == "input":
-            joined.append(inputs["continuous"])
-        latent = PixelNormalization()(keras.layers.Concatenate()(joined))  # [B, Z + codes]
+        joined = [PixelNormalization(name="noise_norm")(inputs["noise"])]  # norm sqrt(Z)
+        names = ["categorical", "clinical"] + (["continuous"] if config.code_split == "input"
+                                               else [])
+        for name in names:
+            if name in inputs:
+                gain = code_gain(config, name)
+                joined.append(keras.layers.Rescaling(gain, name=f"{name}_gain")(inputs[name]))
+        latent = keras.layers.Concatenate()(joined)  # [B, Z + codes]
         # Karras's dense gain sqrt(2) / 4 (matching their Theano original) over 16 outputs.
         features = EqualizedDense(16 * filters, gain=HE_GAIN / 4)(latent)  # [B, 16F]
         features = _activate(keras.layers.Reshape((4, 4, filters))(features), True)
-        features = self._modulate(START_RESOLUTION, features, inputs["continuous"])
+        if config.code_split == "blocks":
+            code = keras.layers.Concatenate(name="block_code")(
+                [inputs["categorical"], inputs["continuous"]])  # [B, classes + K]
+            features = self._modulate(START_RESOLUTION, features, code)
         features = _activate(EqualizedConv2D(filters)(features), True)  # [B, 4, 4, F]
         return keras.Model(inputs, features, name="generator_block_4x4")
 
@@ -255,17 +298,17 @@ class ProgressiveGenerator:
         """upsample 2x -> conv3x3 -> (modulate) -> conv3x3, pixel norm after each conv."""
         config, half = self.config, resolution // 2
         inputs = [keras.Input((half, half, config.filters_at(half)))]
-        if resolution in self.code_parts:
-            inputs.append(keras.Input((config.continuous_codes,)))
+        if config.code_split == "blocks":  # [one-hot class, continuous codes]
+            inputs.append(keras.Input((config.num_classes + config.continuous_codes,)))
         features = keras.layers.UpSampling2D(2, interpolation="nearest")(inputs[0])
         features = _activate(EqualizedConv2D(config.filters_at(resolution))(features), True)
         features = self._modulate(resolution, features, inputs[-1])
         features = _activate(EqualizedConv2D(config.filters_at(resolution))(features), True)
         return keras.Model(inputs, features, name=f"generator_block_{resolution}x{resolution}")
 
-    def _call_block(self, resolution: int, features, continuous):
-        if resolution in self.code_parts:
-            return self.blocks[resolution]([features, continuous])
+    def _call_block(self, resolution: int, features, code):
+        if self.config.code_split == "blocks":
+            return self.blocks[resolution]([features, code])
         return self.blocks[resolution](features)
 
     def build(self, resolution: int, fade: bool = False) -> keras.Model:
@@ -274,9 +317,10 @@ class ProgressiveGenerator:
         inputs = self._code_inputs() | {"alpha": keras.Input((1,), name="alpha")}
         codes = {name: tensor for name, tensor in inputs.items() if name != "alpha"}
         features = previous = self.blocks[START_RESOLUTION](codes)  # [B, 4, 4, F]
+        code = keras.layers.Concatenate()([inputs["categorical"], inputs["continuous"]])
         for stage in self.config.resolutions[1:self.config.resolutions.index(resolution) + 1]:
             previous = features
-            features = self._call_block(stage, features, inputs["continuous"])
+            features = self._call_block(stage, features, code)
         image = self.to_rgb[resolution](features)  # [B, R, R, 3]
         if fade:
             old = self.to_rgb[resolution // 2](previous)  # [B, R/2, R/2, 3]

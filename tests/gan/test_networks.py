@@ -20,6 +20,7 @@ from gan.networks import (
     NetworkConfig,
     ProgressiveDiscriminator,
     ProgressiveGenerator,
+    code_gain,
     compute_code_parts,
     count_parameters,
     make_code_batch,
@@ -188,6 +189,48 @@ def test_every_code_conditions_the_image(generator):
         assert changed_image(generator, 16, continuous=continuous), index
 
 
+def test_the_class_modulates_every_block(generator):
+    """Blocks mode: changing only the class changes each block's output given the same
+    input features (the class does not have to survive from the 4x4 input)."""
+    features = np.random.default_rng(1).normal(size=(BATCH, 4, 4, 16)).astype("float32")
+    codes = make_code_batch(0, BATCH, CONFIG)
+    for resolution, width in ((8, 16), (16, 16)):
+        inputs = features if resolution == 8 else np.repeat(np.repeat(features, 2, 1), 2, 2)
+        code = np.concatenate([codes["categorical"], codes["continuous"]], axis=1)
+        other = np.concatenate([np.roll(codes["categorical"], 1, axis=1),
+                                codes["continuous"]], axis=1)
+        block = generator.blocks[resolution]
+        assert block.inputs[0].shape[-1] == width
+        assert not np.allclose(generate(block, [inputs, code]), generate(block, [inputs, other]))
+
+
+def test_class_code_weighs_like_the_noise_at_initialisation():
+    """code_gain: at initialisation the class explains a sizeable share of the image
+    variance (with Karras's joint pixel norm it was about 1 / latent_size)."""
+    config = dataclasses.replace(CONFIG, latent_size=64)
+    model = ProgressiveGenerator(config).build(16)
+    rows, columns = config.num_classes, 16
+    codes = make_code_batch(3, rows * columns, config,
+                            classes=np.repeat(np.arange(rows), columns))
+    for name in ("noise", "continuous"):
+        codes[name] = np.tile(codes[name][:columns], (rows, 1))
+    images = generate(model, codes | {"alpha": np.ones((rows * columns, 1), np.float32)})
+    images = images.reshape(rows, columns, -1)
+    between = images.mean(axis=1).var(axis=0).mean()  # variance of the class means
+    within = images.var(axis=1).mean()                 # variance over noise, per class
+    assert between / (between + within) > 0.1
+
+
+def test_code_gain_gives_each_part_the_noise_norm():
+    assert code_gain(CONFIG, "categorical") == pytest.approx(np.sqrt(8))
+    assert code_gain(CONFIG, "continuous") == pytest.approx(np.sqrt(3 * 8 / 2))
+    rng = np.random.default_rng(0)
+    codes = rng.uniform(-1, 1, (20000, 2)) * code_gain(CONFIG, "continuous")
+    assert np.mean(np.sum(codes**2, axis=1)) == pytest.approx(8, rel=0.02)
+    with pytest.raises(ValueError, match="clinical"):
+        code_gain(CONFIG, "clinical")
+
+
 def test_a_continuous_code_enters_at_its_own_block(generator):
     continuous = make_code_batch(0, BATCH, CONFIG)["continuous"] * [1.0, -1.0]  # flip code 1
     assert not changed_image(generator, 4, continuous=continuous.astype("float32"))
@@ -212,10 +255,11 @@ def test_clinical_codes_add_an_input_and_a_q_output():
 def test_parameter_counts_match_a_hand_count(generator, discriminator):
     conv = lambda inputs, outputs, size=3: size * size * inputs * outputs + outputs  # noqa: E731
     dense = lambda inputs, outputs: inputs * outputs + outputs  # noqa: E731
-    # 4x4: noise 8 + categorical 7 -> 4*4*16; code 0 -> scale and shift for 16 maps; conv.
-    assert count_parameters(generator.blocks[4]) == dense(15, 256) + dense(1, 32) + conv(16, 16)
-    assert count_parameters(generator.blocks[8]) == 2 * conv(16, 16) + dense(1, 32)
-    assert count_parameters(generator.blocks[16]) == conv(16, 8) + conv(8, 8)
+    # 4x4: noise 8 + categorical 7 -> 4*4*16; [class 7, code 0] -> scale and shift for 16
+    # maps; conv. Each later block: [class, its part] -> modulation between its convs.
+    assert count_parameters(generator.blocks[4]) == dense(15, 256) + dense(8, 32) + conv(16, 16)
+    assert count_parameters(generator.blocks[8]) == 2 * conv(16, 16) + dense(8, 32)
+    assert count_parameters(generator.blocks[16]) == conv(16, 8) + conv(8, 8) + dense(7, 16)
     assert count_parameters(generator.to_rgb[16]) == conv(8, 3, size=1)
     # Trunk: minibatch stddev adds one map; then conv and dense to 16.
     assert count_parameters(discriminator.blocks[4]) == conv(17, 16) + dense(256, 16)
