@@ -25,7 +25,7 @@ from dermnet.data.augment import AugmentConfig
 CONFIG_VERSION = 1
 
 
-def _check_choices(node, choices: dict[str, tuple]) -> None:
+def check_choices(node, choices: dict[str, tuple]) -> None:
     """Reject a string field whose value is not one of its documented choices."""
     for name, valid in choices.items():
         if getattr(node, name) not in valid:
@@ -62,7 +62,7 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig.paper)  # training only
 
     def __post_init__(self):
-        _check_choices(self, {"task": TASKS, "split_by": ("lesion", "image"),
+        check_choices(self, {"task": TASKS, "split_by": ("lesion", "image"),
                               "sampling": ("none", "class_weights", "balanced")})
         if not 0 <= self.fold < self.folds:
             raise ValueError(f"DataConfig.fold must be in 0..{self.folds - 1}, got {self.fold}")
@@ -83,7 +83,7 @@ class ModelConfig:
     variant: str = "p"
 
     def __post_init__(self):
-        _check_choices(self, {"variant": ("p", "n", "ps", "ns")})
+        check_choices(self, {"variant": ("p", "n", "ps", "ns")})
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ class TrainingConfig:
     jit: bool = False                    # XLA-compile the train step (jit_compile=True)
 
     def __post_init__(self):
-        _check_choices(self, {
+        check_choices(self, {
             "optimizer": ("adam", "adamw", "sgd"), "schedule": ("cosine", "constant"),
             "monitor": ("val_balanced_accuracy", "val_macro_auc", "val_accuracy", "val_loss"),
             "strategy": ("auto", "mirrored", "multiworker", "one_device", "default"),
@@ -293,12 +293,15 @@ def config_from_dict(payload: dict, cls=Config, where: str = "config"):
     unknown = set(payload) - set(hints)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-    values = {name: _from_json(value, hints[name], f"{where}.{name}")
+    values = {name: value_from_json(value, hints[name], f"{where}.{name}")
               for name, value in payload.items()}
     return cls(**values)
 
 
-def _from_json(value, hint, where: str):
+def value_from_json(value, hint, where: str):
+    """One JSON value -> a value of the field type ``hint`` (nested dataclasses, optionals,
+    tuples, numbers); a mismatch is a ValueError naming ``where``. Other config trees
+    (``gan.config``) build on it."""
     if dataclasses.is_dataclass(hint):
         return config_from_dict(value, hint, where)
     if _is_union(hint):
@@ -307,7 +310,7 @@ def _from_json(value, hint, where: str):
         hint = next(option for option in typing.get_args(hint) if option is not type(None))
     if typing.get_origin(hint) is tuple:
         element = typing.get_args(hint)[0]
-        return tuple(_from_json(item, element, where) for item in _as_list(value, where))
+        return tuple(value_from_json(item, element, where) for item in _as_list(value, where))
     expected = (int, float) if hint is float else hint
     if not isinstance(value, expected) or (hint is not bool and isinstance(value, bool)):
         raise ValueError(f"{where}: expected {_type_name(hint)}, got {value!r}")

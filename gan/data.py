@@ -154,8 +154,11 @@ def build_stage_dataset(images: np.ndarray,  # uint8 [N, R, R, 3] at the stage's
                         first_image: int,    # images seen before the first batch
                         steps: int,          # batches to make
                         batch_size: int,     # global batch size
-                        flips: bool = True) -> tf.data.Dataset:
-    """``steps`` batches of float32 [batch_size, R, R, 3] in [-1, 1] (see the module doc)."""
+                        flips: bool = True,
+                        labels: np.ndarray | None = None,  # int [N] classes, or None
+                        num_classes: int = 7) -> tf.data.Dataset:
+    """``steps`` batches of float32 [batch_size, R, R, 3] in [-1, 1] (see the module doc);
+    with ``labels``, (images, float32 one-hot labels [batch_size, num_classes]) pairs."""
     starts = first_image + batch_size * np.arange(steps, dtype=np.int64)  # [steps]
     resolution = images.shape[1]
 
@@ -164,11 +167,19 @@ def build_stage_dataset(images: np.ndarray,  # uint8 [N, R, R, 3] at the stage's
         batch = images[np.sort(rows)][np.argsort(np.argsort(rows))]  # sorted reads for mmap
         if flips:
             batch = flip_images(batch, np.random.default_rng([seed, int(start)]))
-        return prepare_real_images(batch, resolution)
+        pixels = prepare_real_images(batch, resolution)
+        if labels is None:
+            return pixels
+        return pixels, np.eye(num_classes, dtype=np.float32)[labels[rows]]
 
     def load(start):
-        batch = tf.numpy_function(make_batch, [start], tf.float32, stateful=False)
-        return tf.ensure_shape(batch, (batch_size, resolution, resolution, 3))
+        if labels is None:
+            batch = tf.numpy_function(make_batch, [start], tf.float32, stateful=False)
+            return tf.ensure_shape(batch, (batch_size, resolution, resolution, 3))
+        batch, one_hot = tf.numpy_function(make_batch, [start], (tf.float32, tf.float32),
+                                           stateful=False)
+        return (tf.ensure_shape(batch, (batch_size, resolution, resolution, 3)),
+                tf.ensure_shape(one_hot, (batch_size, num_classes)))
 
     return tf.data.Dataset.from_tensor_slices(starts).map(load).prefetch(2)
 

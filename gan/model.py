@@ -40,8 +40,9 @@ from gan.losses import (
 from gan.networks import NetworkConfig, ProgressiveDiscriminator, ProgressiveGenerator
 from gan.schedule import GrowthSchedule, schedule_at
 
+LABEL_METRIC = "real_class_loss"  # Q's cross-entropy on labelled real images
 METRICS = ("critic_loss", "generator_loss", "wasserstein_distance", "gradient_penalty",
-           "drift", "info_categorical", "info_continuous")
+           "drift", "info_categorical", "info_continuous", LABEL_METRIC)
 CLINICAL_METRIC = "info_clinical"  # tracked too when the network has clinical codes
 
 
@@ -116,6 +117,8 @@ class InfoGAN(keras.Model):
                 drift_weight: float = 0.001,  # drift penalty epsilon
                 info_weight: float = 1.0,     # InfoGAN lambda
                 average_decay: float = 0.999,  # EMA decay of the average generator
+                label_weight: float = 1.0,    # Q's class loss on labelled real images
+                continuous_weight: float = 1.0,  # extra factor on the continuous codes' term
                 **kwargs):
         super().compile(optimizer=None, jit_compile=False, **kwargs)
         self.generator_optimizer = generator_optimizer
@@ -128,12 +131,21 @@ class InfoGAN(keras.Model):
         self.drift_weight = drift_weight
         self.info_weight = info_weight
         self.average_decay = average_decay
+        self.label_weight = label_weight
+        self.continuous_weight = continuous_weight
 
-    def train_step(self, real):
+    def train_step(self, data):
         """``critic_steps`` critic updates, each on this batch of real images with new codes
         (as keras-io's WGAN-GP), one generator update, then the weight average's update.
         ``critic_loss`` is the critic's whole objective, ``generator_loss`` the generator's;
-        the other metrics are the critic step's terms."""
+        the other metrics are the critic step's terms.
+
+        ``data`` is real images, or (real images, their one-hot labels [B, classes]): with
+        labels and ``label_weight`` > 0 the Q head also learns the real images' classes
+        (semi-supervised InfoGAN, Spurr et al. 2017), which ties class code k to lesion
+        class k; without, the categorical code is InfoGAN's unsupervised one, whose
+        categories need not match the lesion classes (metric ``real_class_loss``: 0)."""
+        real, labels = data if isinstance(data, (tuple, list)) else (data, None)
         local = ops.shape(real)[0]  # this replica's share of the global batch
         fade_in = ops.full((local, 1), ops.cast(self.fade_in, "float32"))  # [b, 1]
         if self.fade:
@@ -143,7 +155,7 @@ class InfoGAN(keras.Model):
         for step in range(self.critic_steps):
             codes = self._replica_rows(self._draw_codes, _fold(seed, 2 * step), local)
             mix = self._replica_rows(_draw_mix, _fold(seed, 2 * step + 1), local)
-            self._critic_step(real, codes, fade_in, mix)
+            self._critic_step(real, labels, codes, fade_in, mix)
         codes = self._replica_rows(self._draw_codes, _fold(seed, 2 * self.critic_steps), local)
         self._generator_step(codes, fade_in)
         update_average(self.average_generator.weights, self.generator.weights,
@@ -162,7 +174,7 @@ class InfoGAN(keras.Model):
         start = ops.cast(replica, "int32") * local
         return tf.nest.map_structure(lambda value: value[start:start + local], values)
 
-    def _critic_step(self, real, codes, fade_in, mix):
+    def _critic_step(self, real, labels, codes, fade_in, mix):
         fake = self.generator(codes | {"alpha": fade_in}, training=True)
         with tf.GradientTape() as tape:
             real_outputs = self.discriminator({"image": real, "alpha": fade_in}, training=True)
@@ -174,12 +186,17 @@ class InfoGAN(keras.Model):
                 real, fake, weight=self.gradient_weight, alpha=mix)
             drift = drift_penalty(real_outputs["score"], self.drift_weight)
             information = self._information(fake_outputs, codes)
-            loss = (-distance + penalty + drift
-                    + self.info_weight * sum(information.values()))
+            labelled = 0.0
+            if labels is not None and self.label_weight:
+                labelled = categorical_information_loss(real_outputs["categorical_logits"],
+                                                        labels)
+            loss = (-distance + penalty + drift + self.label_weight * labelled
+                    + self.info_weight * self._weighted(information))
             share = self._replica_share(loss)
         self._apply(self.discriminator_optimizer, self.discriminator, tape, share)
         terms = {"critic_loss": loss, "wasserstein_distance": distance,
-                 "gradient_penalty": penalty, "drift": drift} | information
+                 "gradient_penalty": penalty, "drift": drift,
+                 LABEL_METRIC: labelled} | information
         for name, value in terms.items():
             self._metric(name).update_state(value)
 
@@ -189,7 +206,7 @@ class InfoGAN(keras.Model):
             outputs = self.discriminator({"image": fake, "alpha": fade_in}, training=True)
             information = self._information(outputs, codes)
             loss = (generator_loss(outputs["score"])
-                    + self.info_weight * sum(information.values()))
+                    + self.info_weight * self._weighted(information))
             share = self._replica_share(loss)
         self._apply(self.generator_optimizer, self.generator, tape, share)
         self._metric("generator_loss").update_state(loss)
@@ -207,6 +224,11 @@ class InfoGAN(keras.Model):
             terms[CLINICAL_METRIC] = clinical_information_loss(outputs["clinical_logits"],
                                                                codes["clinical"])
         return terms
+
+    def _weighted(self, information: dict):
+        """The information terms summed, the continuous one times ``continuous_weight``."""
+        return sum(value * (self.continuous_weight if name == "info_continuous" else 1.0)
+                   for name, value in information.items())
 
     def _replica_share(self, loss):
         """This replica's share of the global mean loss: the optimizer sums the replicas'

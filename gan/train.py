@@ -188,8 +188,10 @@ def _run_stage(stage: StagePlan, images_seen: int, networks: GanNetworks, config
         f"{steps} steps of {stage.batch_size}")
     if steps:
         tracker = GrowthTracker(config.schedule, images_seen, stage.batch_size)
+        labels = data.labels if training.label_weight else None
         dataset = build_stage_dataset(data.images_at(stage.resolution), training.seed,
-                                      images_seen, steps, stage.batch_size, config.data.flips)
+                                      images_seen, steps, stage.batch_size, config.data.flips,
+                                      labels, config.network.num_classes)
         callbacks = [tracker, Reporter(tracker, writer, training.report_every_images,
                                        stage, steps, log),
                      Checkpointer(tracker, workdir / "state", networks, stage.index,
@@ -212,7 +214,9 @@ def _compile(model: InfoGAN, config: GanConfig) -> None:
 
     model.compile(adam(), adam(), critic_steps=training.critic_steps,
                   gradient_weight=training.gp_weight, drift_weight=training.drift,
-                  info_weight=training.info_weight, average_decay=training.ema)
+                  info_weight=training.info_weight, average_decay=training.ema,
+                  label_weight=training.label_weight,
+                  continuous_weight=training.continuous_weight)
 
 
 def _optimizer_weights(model: InfoGAN) -> dict[str, list]:
@@ -332,7 +336,7 @@ class Reporter(keras.callbacks.Callback):
 def format_progress(stage: StagePlan, seen: int, values: dict) -> str:
     """One line: stage, images seen (of the stage's end), fade-in, losses, rate, speed."""
     shown = ("critic_loss", "generator_loss", "wasserstein_distance", "gradient_penalty",
-             "info_categorical", "info_continuous", "info_clinical")
+             "real_class_loss", "info_categorical", "info_continuous", "info_clinical")
     parts = [f"{stage.name:>14}", f"images {seen}/{stage.end}", f"alpha {values['fade_in']:.2f}"]
     parts += [f"{name} {values[name]:.3f}" for name in shown if name in values]
     parts += [f"lr {values['learning_rate']:.1e}", f"{values['images_per_second']:.0f} img/s"]

@@ -94,6 +94,35 @@ def test_weight_average_after_one_step_is_the_exact_blend(one_step):
                                    rtol=1e-6, atol=1e-7)
 
 
+def test_real_labels_train_the_q_heads_class_outputs():
+    """With (images, one-hot labels) batches, Q's class loss on the real images is tracked
+    and falls as the critic steps; without labels it is exactly 0."""
+    _, model = make_model(4, False)
+    model.compile(keras.optimizers.Adam(0.005), keras.optimizers.Adam(0.005),
+                  info_weight=0.0, label_weight=1.0)
+    images = real_batch(4, batch=8)
+    labels = tf.one_hot([0, 1, 2, 3, 4, 5, 6, 0], 7)
+    step = tf.function(model.train_step)
+    losses = []
+    for _ in range(60):
+        for tracker in model.metrics:
+            tracker.reset_state()
+        losses.append(float(step((images, labels))["real_class_loss"]))
+    assert losses[0] == pytest.approx(-np.log(1 / 7), abs=0.7)  # about uniform at the start
+    assert losses[-1] < 0.75 * losses[0]  # 2.16 -> 1.43 when written
+    for tracker in model.metrics:
+        tracker.reset_state()
+    assert float(tf.function(model.train_step)(images)["real_class_loss"]) == 0.0
+
+
+def test_continuous_term_is_weighted_apart_from_the_others():
+    _, model = make_model(4, False)
+    model.compile(model.generator_optimizer, model.discriminator_optimizer,
+                  continuous_weight=0.1)
+    terms = {"info_categorical": 1.5, "info_continuous": 2.0, "info_clinical": 3.0}
+    assert model._weighted(terms) == pytest.approx(1.5 + 0.1 * 2.0 + 3.0)
+
+
 def test_update_average_known_values():
     averages = [keras.Variable(np.array([1.0, 2.0], "float32"))]
     weights = [keras.Variable(np.array([11.0, -8.0], "float32"))]

@@ -133,6 +133,21 @@ def test_halving_rounds_two_by_two_box_means():
     np.testing.assert_array_equal(halves[0, :, :, 0], [[2, 25], [5, 64]])
 
 
+def test_stage_batches_carry_each_images_label():
+    """Image k is filled with the value k / 10, its label is k % 7: every one-hot in a
+    batch must belong to the image beside it, whatever the stream order and flips."""
+    count = 10
+    images = np.repeat(np.arange(count, dtype=np.uint8)[:, None, None, None] * 10, 4, axis=1)
+    images = np.repeat(np.repeat(images, 4, axis=2), 3, axis=3)  # [10, 4, 4, 3]
+    labels = np.arange(count) % 7
+    batches = build_stage_dataset(images, seed=3, first_image=0, steps=5, batch_size=4,
+                                  labels=labels)
+    for pixels, one_hot in batches:
+        index = np.rint((pixels.numpy()[:, 0, 0, 0] + 1.0) * 127.5 / 10).astype(int)
+        np.testing.assert_array_equal(one_hot.numpy().argmax(axis=1), labels[index])
+        assert one_hot.shape == (4, 7)
+
+
 def test_stage_batches_depend_only_on_the_images_seen():
     images = np.random.default_rng(0).integers(0, 256, (10, 4, 4, 3), dtype=np.uint8)
     whole = list(build_stage_dataset(images, seed=1, first_image=0, steps=4, batch_size=3))
