@@ -14,7 +14,10 @@ generator's blocks, and a Q head sharing the discriminator's trunk recovers it.
     clinical.py  clinical codes (age, sex, site): encoded real rows grouped by class
     model.py     InfoGAN(keras.Model): train_step with critic steps, penalties, Q loss, EMA
     train.py     train_gan(config, workdir): stages, resumable checkpoints, TensorBoard, grids
+    generate.py  a finished run -> synthetic images as a HAM10000-layout dataset
+    assess.py    the paper's test (classify synthetic images), kernel distance, grids
 
-Imports point one way: ``gan`` may use ``dermnet.data`` and ``dermnet.config``; ``dermnet``
-never imports ``gan``.
+Imports point one way: ``gan`` uses ``dermnet`` (data and config; the training package's
+atomic writes and strategies; inference and evaluation for ``assess``) rather than copying
+it; ``dermnet`` never imports ``gan``.
 """

@@ -3,6 +3,8 @@
     python -m gan train --preset smoke --out runs/gan-smoke        # seconds on a CPU
     python -m gan train --preset phantom --out runs/gan-phantom    # ~15 min on a CPU, 32x32
     python -m gan train --preset paper --data-dir HAM10000 --out runs/gan-paper
+    python -m gan generate runs/gan-phantom --num-images 700 --out runs/gan-images
+    python -m gan assess runs/gan-phantom --classifier runs/classifier --real-data DIR
 
 Options of ``train`` map onto the configuration (``gan/config.py``) in this order: the
 preset (or ``--config FILE``), ``--schedule``, the shorthand options, then ``--set
@@ -24,7 +26,42 @@ def make_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(commands.add_parser("train", help="grow the InfoGAN into a run directory"))
+    _add_generate(commands.add_parser(
+        "generate", help="write synthetic images as a dataset in the HAM10000 layout"))
+    _add_assess(commands.add_parser(
+        "assess", help="classify synthetic images, kernel distance, image grids"))
     return parser
+
+
+def _add_generate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished GAN run")
+    parser.add_argument("--num-images", type=int, required=True, help="images to write")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="new (or empty) folder for the dataset")
+    parser.add_argument("--class", dest="classes", action="append", metavar="DX",
+                        help="class code to generate (mel, nv, ...); repeatable; default: "
+                             "all seven in equal shares")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--size", type=int,
+                        help="side of the written images (default: the run's resolution)")
+    parser.add_argument("--format", choices=("jpg", "png"), default="jpg",
+                        help="image format (default jpg, quality 95, as HAM10000)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per generator call")
+
+
+def _add_assess(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished GAN run")
+    parser.add_argument("--classifier", type=Path, required=True,
+                        help="a dermnet classifier run directory (or its model.keras)")
+    parser.add_argument("--real-data", type=Path,
+                        help="HAM10000-layout folder of real images (default: the GAN run's "
+                             "own training data)")
+    parser.add_argument("--per-class", type=int, default=100,
+                        help="synthetic and real images per class (default 100)")
+    parser.add_argument("--blocks", type=int, default=10,
+                        help="disjoint blocks for the kernel distance's error (default 10)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--out", type=Path, help="report folder (default RUN_DIR/assessment)")
 
 
 def _add_train(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +119,43 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _train}
+def _generate(args: argparse.Namespace) -> int:
+    from dermnet.data.vocabulary import CLASSES
+    from gan.generate import load_gan_run, parse_classes, write_synthetic_dataset
+
+    classes = parse_classes(args.classes)  # before the (slow) model load
+    run = load_gan_run(args.run_dir)
+    out = write_synthetic_dataset(run, args.out, args.num_images, classes, seed=args.seed,
+                                  size=args.size, image_format=args.format,
+                                  batch_size=args.batch_size,
+                                  log=lambda line: print(line, flush=True))
+    names = ", ".join(CLASSES[index] for index in classes)
+    print(f"wrote {args.num_images} synthetic images ({names}) to {out}; check it with "
+          f"python -m dermnet.data check {out}")
+    return 0
+
+
+def _assess(args: argparse.Namespace) -> int:
+    from gan.assess import assess_run, check_assess_inputs, format_report
+    from gan.generate import load_gan_run
+
+    check_assess_inputs(args.run_dir, args.classifier, args.real_data)
+    real_data = args.real_data
+    if real_data is None:  # the run's own training data (the phantom set, if it used one)
+        from dermnet.training.data import resolve_data_dir
+        from gan.config import load_gan_config
+
+        real_data = resolve_data_dir(load_gan_config(args.run_dir / "config.json"), print)
+    run = load_gan_run(args.run_dir)
+    out = args.out or args.run_dir / "assessment"
+    result = assess_run(run, args.classifier, real_data, out, per_class=args.per_class,
+                        blocks=args.blocks, seed=args.seed)
+    print(format_report(result))
+    print(f"report: {out / 'report.md'}; grids: {out / 'grids'}")
+    return 0
+
+
+COMMANDS = {"train": _train, "generate": _generate, "assess": _assess}
 
 
 def main(argv: list[str] | None = None) -> int:

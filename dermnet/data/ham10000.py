@@ -32,6 +32,7 @@ from dermnet.data.vocabulary import (
     OPTIONAL_COLUMNS,
     REQUIRED_COLUMNS,
     SEXES,
+    SYNTHETIC_DX_TYPE,
 )
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # matched case-insensitively, preferred in order
@@ -223,7 +224,7 @@ def _read_metadata(csv_path: Path) -> tuple[pd.DataFrame, list[str], list[str]]:
     row_problems += _check_blank_keys(frame) + _check_diagnoses(frame)
     problems += [f"{name} line {line}: {problem}" for line, problem in sorted(row_problems)]
     problems += _check_unique_images(frame, name) + _check_one_diagnosis_per_lesion(frame, name)
-    warnings += _check_vocabulary(frame, "dx_type", DX_TYPES)
+    warnings += _check_vocabulary(frame, "dx_type", (*DX_TYPES, SYNTHETIC_DX_TYPE))
     sexes, sex_warnings = _map_to_vocabulary(frame, "sex", SEXES)
     sites, site_warnings = _map_to_vocabulary(frame, "localization", LOCALIZATIONS)
     label = frame["dx"].map({code: index for index, code in enumerate(CLASSES)})

@@ -33,6 +33,10 @@ LOCALIZATIONS = (
 # `dx_type`: how the diagnosis was confirmed.
 DX_TYPES = ("histo", "follow_up", "consensus", "confocal")
 
+# `dx_type` of images made by dermnet's GAN (gan/): the diagnosis is the class code the image
+# was generated with; nothing confirmed it. Accepted by the reader, never drawn by the phantom.
+SYNTHETIC_DX_TYPE = "synthetic"
+
 # Columns every metadata CSV must have; `dataset` (source collection) is optional.
 REQUIRED_COLUMNS = ("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization")
 OPTIONAL_COLUMNS = ("dataset",)
