@@ -1,7 +1,7 @@
 """The GAN's command line: ``python -m gan COMMAND [options]`` (``--help`` lists them).
 
     python -m gan train --preset smoke --out runs/gan-smoke        # seconds on a CPU
-    python -m gan train --preset phantom --out runs/gan-phantom    # ~15 min on a CPU, 32x32
+    python -m gan train --preset phantom --out runs/gan-phantom    # ~13 min on 2 CPU cores, 32x32
     python -m gan train --preset paper --data-dir HAM10000 --out runs/gan-paper
     python -m gan generate runs/gan-phantom --num-images 700 --out runs/gan-images
     python -m gan assess runs/gan-phantom --classifier runs/classifier --real-data DIR

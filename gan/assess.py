@@ -13,7 +13,8 @@
    synthetic figure against.
 2. Kernel distance (KID, Binkowski et al. 2018) between real and synthetic images, from the
    classifier's pooled features (Inception weights cannot be downloaded here, and a
-   dermatology classifier's features are the more relevant ones anyway): the unbiased
+   dermatology classifier's features are the more relevant ones anyway), with the synthetic
+   images drawn in the real sample's class proportions (``match_classes``): the unbiased
    MMD^2 with the kernel k(x, y) = (x.y / d + 1)^3. Both sets are split into ``--blocks``
    disjoint blocks; the figure is the mean over blocks and its standard error the blocks'
    standard deviation / sqrt(blocks) (disjoint blocks are independent, unlike the
@@ -82,6 +83,19 @@ def kernel_distance(real: np.ndarray, fake: np.ndarray, blocks: int = 10,
     return {"kid": float(values.mean()),
             "standard_error": float(values.std(ddof=1) / np.sqrt(blocks)),
             "blocks": blocks, "block_size": size}
+
+
+def match_classes(fake_classes: np.ndarray, real_classes: np.ndarray) -> np.ndarray:
+    """Indices of synthetic images with the real sample's class counts (the first of each
+    class): the kernel distance then compares images, not class mixes."""
+    chosen = []
+    for label, count in zip(*np.unique(real_classes, return_counts=True)):
+        available = np.flatnonzero(fake_classes == label)
+        if len(available) < count:
+            raise AssessmentError(f"{count} real {CLASSES[label]} images but only "
+                                  f"{len(available)} synthetic ones to match them")
+        chosen.extend(available[:count].tolist())
+    return np.sort(np.asarray(chosen, np.int64))
 
 
 # --- class-code accuracy ----------------------------------------------------------------------
@@ -208,7 +222,9 @@ def assess_run(run: GanRun, classifier_run: str | Path, real_data: str | Path,
         "classifier_input": list(probe.predictor.image_size), "seed": seed,
         "synthetic": score_codes(fake.classes, fake_probabilities, len(CLASSES)),
         "real": score_codes(real.classes, real_probabilities, len(CLASSES)),
-        "kid": kernel_distance(real_features, fake_features, blocks, seed),
+        "kid": kernel_distance(real_features, fake_features[match_classes(fake.classes,
+                                                                          real.classes)],
+                               blocks, seed),
         "kid_real_halves": kernel_distance(real_features[order[:half]],
                                            real_features[order[half:]],
                                            max(2, blocks // 2), seed),

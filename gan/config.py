@@ -132,7 +132,7 @@ def _karras() -> GanConfig:
 
 
 def _phantom() -> GanConfig:
-    """The CPU demonstration: 4x4 -> 32x32 on a 1,000-image phantom in about 12 minutes.
+    """The CPU demonstration: 4x4 -> 32x32 on a 1,000-image phantom in about 13 minutes.
     Narrow networks (32 feature maps, 16 at 32x32): on a CPU the cost is the convolutions,
     and the gradient penalty's double back-propagation triples them. Batch 16 throughout:
     a GAN needs steps more than images (25,000 images per phase are 1,563 steps; with
