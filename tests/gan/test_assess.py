@@ -14,7 +14,14 @@ import pytest
 from scipy import stats
 
 from dermnet.data.phantom import write_phantom
-from gan.assess import kernel_distance, mmd2_unbiased, polynomial_kernel, score_codes
+from gan.assess import (
+    AssessmentError,
+    kernel_distance,
+    match_classes,
+    mmd2_unbiased,
+    polynomial_kernel,
+    score_codes,
+)
 from gan.config import apply_overrides, make_gan_config
 from gan.train import train_gan
 
@@ -51,6 +58,16 @@ def test_kernel_distance_is_near_zero_for_one_distribution_and_not_for_two():
     assert abs(same["kid"]) < 3 * same["standard_error"]
     shifted = kernel_distance(rng.normal(size=(400, 8)), rng.normal(1.0, 1.0, size=(400, 8)))
     assert shifted["kid"] > 10 * shifted["standard_error"] > 0
+
+
+def test_synthetic_images_are_matched_to_the_real_class_mix():
+    fake = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    real = np.array([1, 0, 1, 2, 2])
+    chosen = match_classes(fake, real)
+    assert chosen.tolist() == [0, 3, 4, 6, 7]
+    assert np.bincount(fake[chosen]).tolist() == np.bincount(real).tolist()
+    with pytest.raises(AssessmentError, match="3 real bcc images but only 2"):
+        match_classes(np.array([2, 2]), np.array([2, 2, 2]))
 
 
 def test_class_codes_are_scored_against_hand_counts():
