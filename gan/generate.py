@@ -29,8 +29,6 @@ and passes the HAM10000 reader's checks, so ``--out`` is either absent or comple
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from dermnet.data.clinical import ClinicalEncoder, load_clinical_encoder
+from dermnet.data.staging import check_new_folder, staged_folder
 from dermnet.data.vocabulary import CLASSES, METADATA_FILENAME, SYNTHETIC_DX_TYPE
 from gan.clinical import load_real_metadata
 from gan.codes import make_code_batch
@@ -175,9 +174,8 @@ def write_synthetic_dataset(run: GanRun, out_dir: str | Path, num_images: int,
     _check_options(out_dir, seed, size, image_format, batch_size)
     plan = plan_classes(num_images, classes if classes is not None else parse_classes(None))
     batch = draw_synthetic_codes(run, plan, seed)
-    staging = out_dir.parent / f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
-    (staging / IMAGE_FOLDER).mkdir(parents=True)
-    try:
+    with staged_folder(out_dir) as staging:
+        (staging / IMAGE_FOLDER).mkdir()
         image_ids = [f"GAN{seed}_{index:07d}" for index in range(num_images)]
         for start in range(0, num_images, batch_size):
             stop = min(start + batch_size, num_images)
@@ -187,19 +185,14 @@ def write_synthetic_dataset(run: GanRun, out_dir: str | Path, num_images: int,
             log(f"generated {stop}/{num_images} images")
         _write_tables(staging, run, batch, image_ids, seed, size, image_format)
         _validate(staging)
-        if out_dir.exists():
-            out_dir.rmdir()  # empty, checked above; rmdir refuses if that changed meanwhile
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir
 
 
 def _check_options(out_dir: Path, seed: int, size, image_format: str, batch_size: int):
-    if out_dir.exists() and not (out_dir.is_dir() and not any(out_dir.iterdir())):
-        raise GenerationError(f"refusing to write into {out_dir}: it exists and is not an "
-                              "empty folder; name a new folder or remove it first")
+    try:
+        check_new_folder(out_dir, "synthetic images")
+    except ValueError as error:
+        raise GenerationError(str(error)) from None
     if seed < 0:
         raise GenerationError(f"--seed must be non-negative, got {seed}")
     if size is not None and not 8 <= size <= 4096:

@@ -17,8 +17,6 @@ import math
 import multiprocessing
 import os
 import pathlib
-import shutil
-import uuid
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -30,6 +28,7 @@ import pandas as pd
 
 from dermnet.data import phantom_draw
 from dermnet.data.phantom_draw import Signature
+from dermnet.data.staging import check_new_folder, staged_folder
 from dermnet.data.vocabulary import (
     CLASSES,
     DX_TYPES,
@@ -293,18 +292,13 @@ def write_phantom(out_dir, num_images: int, seed: int = 0,
     _check_target(out_dir)
     image_size = _check_size(image_size)
     metadata = make_metadata(num_images, seed, balanced)
-    staging = _make_staging_folder(out_dir)
-    try:
+    with staged_folder(out_dir) as staging:
+        for folder in IMAGE_FOLDERS[:2]:
+            (staging / folder).mkdir()
         _write_images(_make_tasks(staging, metadata, seed, image_size), progress)
         metadata.to_csv(staging / METADATA_FILENAME, index=False, lineterminator="\n")
         readme = make_readme(metadata, seed, image_size, balanced)
         (staging / "README.txt").write_text(readme, encoding="utf-8")
-        if out_dir.exists():
-            out_dir.rmdir()  # empty, checked above; rmdir refuses if that changed meanwhile
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir
 
 
@@ -416,14 +410,6 @@ def _available_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def _make_staging_folder(out_dir: pathlib.Path) -> pathlib.Path:
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:12]}.partial"
-    for folder in IMAGE_FOLDERS[:2]:
-        (staging / folder).mkdir(parents=True)
-    return staging
-
-
 def _sample(rng, values, counts, size):
     """`size` draws from `values` with probabilities proportional to `counts`."""
     probabilities = np.asarray(counts, float) / np.sum(counts)
@@ -431,9 +417,7 @@ def _sample(rng, values, counts, size):
 
 
 def _check_target(out_dir: pathlib.Path) -> None:
-    if out_dir.exists() and not (out_dir.is_dir() and not any(out_dir.iterdir())):
-        raise ValueError(f"refusing to write a phantom dataset into {out_dir}: it exists and "
-                         "is not an empty folder; name a new folder or remove it first")
+    check_new_folder(out_dir, "a phantom dataset")
 
 
 def _check_count(num_images) -> None:

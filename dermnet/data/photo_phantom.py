@@ -16,8 +16,6 @@ from __future__ import annotations
 import math
 import multiprocessing
 import pathlib
-import shutil
-import uuid
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -32,6 +30,7 @@ from dermnet.data.clinical_photos import MANIFEST_FILENAME, PHOTO_DIAGNOSES
 from dermnet.data.phantom import _available_cpus, _set_up_worker  # shared worker set-up
 from dermnet.data.phantom_draw import DARK_SKIN, LIGHT_SKIN, MEDIUM_SKIN
 from dermnet.data.photo_phantom_draw import Look
+from dermnet.data.staging import check_new_folder, staged_folder
 
 # Bump when the same seed and arguments would give different bytes.
 PHOTO_PHANTOM_VERSION = "1.0"
@@ -181,27 +180,17 @@ def write_photo_phantom(out_dir, num_patients: int, photos_per_patient=(1, 4), s
     arguments, same bytes (with the same numpy and OpenCV builds).
     """
     out_dir = pathlib.Path(out_dir)
-    if out_dir.exists() and not (out_dir.is_dir() and not any(out_dir.iterdir())):
-        raise ValueError(f"refusing to write a phantom dataset into {out_dir}: it exists and "
-                         "is not an empty folder; name a new folder or remove it first")
+    check_new_folder(out_dir, "a phantom dataset")
     image_size = _check_size(image_size)
     plan = make_photo_plan(num_patients, photos_per_patient, seed, balanced)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:12]}.partial"
-    (staging / "images").mkdir(parents=True)
-    try:
+    with staged_folder(out_dir) as staging:
+        (staging / "images").mkdir()
         boxes = _write_photos(_make_tasks(staging, plan, seed, image_size), progress)
         manifest = plan.assign(**dict(zip(BOX_COLUMNS, np.array(boxes).T)))
         manifest[list(COLUMNS)].to_csv(staging / MANIFEST_FILENAME, index=False,
                                        lineterminator="\n")
         readme = make_readme(plan, seed, image_size, photos_per_patient, balanced)
         (staging / "README.txt").write_text(readme, encoding="utf-8")
-        if out_dir.exists():
-            out_dir.rmdir()  # empty, checked above; rmdir refuses if that changed meanwhile
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -114,7 +114,7 @@ def test_bad_requests_are_clear_errors_and_leave_nothing(smoke_run, tmp_path):
     taken.mkdir()
     (taken / "file.txt").write_text("keep me")
     result = run_cli("gan", "generate", str(smoke_run), "--num-images", "3", "--out", str(taken))
-    assert result.returncode == 1 and "refusing to write into" in result.stderr
+    assert result.returncode == 1 and "refusing to write synthetic images into" in result.stderr
     assert [path.name for path in taken.iterdir()] == ["file.txt"]
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
