@@ -327,14 +327,21 @@ def save_config(config: Config, path: str | Path) -> None:
     Path(path).write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
 
 
-def load_config(path: str | Path) -> Config:
-    """Read a ``config.json`` written by ``save_config``; errors name the file and the key."""
+def read_config_json(path: str | Path, version: int) -> dict:
+    """A config file's JSON object, checked to carry ``version``; errors name the file.
+    Shared with ``gan.config``."""
     path = Path(path)
     try:
         payload = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(f"{path}: cannot read config ({error})") from None
-    if payload.get("version") != CONFIG_VERSION:
-        raise ValueError(f"{path}: config version {payload.get('version')!r}, "
-                         f"expected {CONFIG_VERSION}")
+    if not isinstance(payload, dict) or payload.get("version") != version:
+        found = payload.get("version") if isinstance(payload, dict) else None
+        raise ValueError(f"{path}: config version {found!r}, expected {version}")
+    return payload
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a ``config.json`` written by ``save_config``; errors name the file and the key."""
+    payload = read_config_json(path, CONFIG_VERSION)
     return config_from_dict(payload, Config, where=str(path))

@@ -253,12 +253,5 @@ def save_gan_config(config: GanConfig, path: str | Path) -> None:
 
 def load_gan_config(path: str | Path) -> GanConfig:
     """Read a ``config.json`` written by ``save_gan_config``; errors name the file and key."""
-    path = Path(path)
-    try:
-        payload = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: cannot read config ({error})") from None
-    if payload.get("version") != CONFIG_VERSION:
-        raise ValueError(f"{path}: config version {payload.get('version')!r}, "
-                         f"expected {CONFIG_VERSION}")
+    payload = base.read_config_json(path, CONFIG_VERSION)
     return gan_config_from_dict(payload, GanConfig, where=str(path))

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -39,7 +38,13 @@ import numpy as np
 import tensorflow as tf
 
 from dermnet.data.clinical import fit_clinical_encoder, load_clinical_encoder
-from dermnet.training.checkpoints import write_atomic, write_json_atomic
+from dermnet.training.checkpoints import (
+    FINISHED,
+    RunExistsError,
+    prepare_run_dir,
+    write_atomic,
+    write_json_atomic,
+)
 from dermnet.training.strategy import describe_strategy, make_strategy
 from gan.clinical import ClinicalTable, make_clinical_table, save_real_metadata
 from gan.config import GanConfig, check_gan_config, load_gan_config, save_gan_config
@@ -47,15 +52,10 @@ from gan.data import GanData, build_stage_dataset, load_gan_data
 from gan.model import GanNetworks, GrowthTracker, InfoGAN, make_grid_codes
 from gan.schedule import FADE, stage_boundaries, total_images
 
-FINISHED = "finished.json"
 COMMIT = "checkpoint.json"
 REAL_METADATA = "real_metadata.csv"
 CLINICAL_ENCODER = "clinical_encoder.json"
 GRID_MIN_SIDE = 32  # grid samples are enlarged (nearest neighbour) to at least this side
-
-
-class RunExistsError(RuntimeError):
-    """The run directory holds a finished run, or a run of a different config."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,18 +121,7 @@ def _check_batches(config: GanConfig, replicas: int) -> None:
 
 
 def _prepare_workdir(workdir: Path, config: GanConfig, overwrite: bool) -> None:
-    """Create the run directory, refuse to clobber a finished or different run, save config."""
-    config_path = workdir / "config.json"
-    if overwrite and workdir.exists():
-        shutil.rmtree(workdir)
-    if (workdir / FINISHED).exists():
-        raise RunExistsError(f"{workdir} already holds a finished run; use --overwrite to "
-                             "replace it or choose another --out")
-    if config_path.exists() and load_gan_config(config_path) != config:
-        raise RunExistsError(f"{workdir} holds an unfinished run of a different config; "
-                             "use --overwrite to discard it or choose another --out")
-    (workdir / "state").mkdir(parents=True, exist_ok=True)
-    write_atomic(config_path, lambda target: save_gan_config(config, target))
+    prepare_run_dir(workdir, config, overwrite, load_gan_config, save_gan_config)
 
 
 def _prepare_clinical(config: GanConfig, data: GanData, workdir: Path,

@@ -12,11 +12,35 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
+
+FINISHED = "finished.json"  # written last by every run: the run is complete
+
+
+class RunExistsError(RuntimeError):
+    """The run directory holds a finished run, or a run of a different config."""
+
+
+def prepare_run_dir(workdir: Path, config, overwrite: bool, load_config, save_config) -> None:
+    """Create ``workdir`` (and its ``state/``), refuse to clobber a finished run or an
+    unfinished run of another config (``load_config(path)`` reads one back), then save
+    ``config`` atomically with ``save_config(config, path)``. ``overwrite`` wipes it first."""
+    config_path = workdir / "config.json"
+    if overwrite and workdir.exists():
+        shutil.rmtree(workdir)
+    if (workdir / FINISHED).exists():
+        raise RunExistsError(f"{workdir} already holds a finished run; use --overwrite to "
+                             "replace it or choose another --out")
+    if config_path.exists() and load_config(config_path) != config:
+        raise RunExistsError(f"{workdir} holds an unfinished run of a different config; "
+                             "use --overwrite to discard it or choose another --out")
+    (workdir / "state").mkdir(parents=True, exist_ok=True)
+    write_atomic(config_path, lambda target: save_config(config, target))
 
 
 def write_atomic(path: str | Path, writer) -> None:

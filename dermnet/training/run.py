@@ -33,10 +33,12 @@ from dermnet.config import Config, config_to_dict, load_config, save_config
 from dermnet.models.classifier import set_batchnorm_momentum, set_batchnorm_synchronized
 from dermnet.training import callbacks as monitoring
 from dermnet.training.checkpoints import (
+    FINISHED,
     AtomicBackupAndRestore,
     BestModelKeeper,
     EpochSeeds,
     HistoryFile,
+    prepare_run_dir,
     read_backup_metadata,
     read_best_state,
     write_atomic,
@@ -51,12 +53,6 @@ from dermnet.training.data import (
 from dermnet.training.keras_compat import enable_multiworker_fit
 from dermnet.training.schedules import WarmupSchedule
 from dermnet.training.strategy import describe_strategy, is_chief, make_strategy
-
-FINISHED = "finished.json"
-
-
-class RunExistsError(RuntimeError):
-    """The run directory holds a finished run, or a run of a different config."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,18 +120,7 @@ def _output_dir(workdir: Path) -> Path:
 
 
 def _prepare_workdir(workdir: Path, config: Config, overwrite: bool) -> None:
-    """Create the run directory, refuse to clobber a finished or different run, save config."""
-    config_path = workdir / "config.json"
-    if overwrite and workdir.exists():
-        shutil.rmtree(workdir)
-    if (workdir / FINISHED).exists():
-        raise RunExistsError(f"{workdir} already holds a finished run; use --overwrite to "
-                             "replace it or choose another --out")
-    if config_path.exists() and load_config(config_path) != config:
-        raise RunExistsError(f"{workdir} holds an unfinished run of a different config; "
-                             "use --overwrite to discard it or choose another --out")
-    (workdir / "state").mkdir(parents=True, exist_ok=True)
-    write_atomic(config_path, lambda target: save_config(config, target))
+    prepare_run_dir(workdir, config, overwrite, load_config, save_config)
 
 
 def _set_up_runtime(config: Config) -> None:

@@ -17,10 +17,9 @@ def test_a_finished_block_renames_the_staging_folder_into_place(tmp_path):
 
 def test_a_failed_block_leaves_nothing(tmp_path):
     out = tmp_path / "set"
-    with pytest.raises(KeyboardInterrupt):
-        with staged_folder(out) as staging:
-            (staging / "half.txt").write_text("half")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), staged_folder(out) as staging:
+        (staging / "half.txt").write_text("half")
+        raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
 
 
