@@ -109,7 +109,7 @@ class TrainingConfig:
     monitor: str = "val_balanced_accuracy"  # model selection / early stopping metric
     patience: int = 20                   # early-stopping patience in epochs; 0 disables it
     seed: int = 0                        # weights init, shuffling and augmentation
-    deterministic: bool = False          # TF op determinism (slower; exact repeats on CPU)
+    deterministic: bool = False          # TF op determinism, no Grappler (exact repeats on CPU)
     strategy: str = "auto"               # auto | mirrored | multiworker | one_device | default
     mixed_precision: bool = False        # float16 compute on GPUs (mixed_float16)
     jit: bool = False                    # XLA-compile the train step (jit_compile=True)

@@ -72,7 +72,7 @@ class GanTrainingConfig:
     epsilon: float = 1e-8
     seed: int = 0                        # weights, data order, flips, codes: all derive from it
     strategy: str = "auto"               # auto | mirrored | one_device | default
-    deterministic: bool = False          # TF op determinism (bit-exact resumes on CPU)
+    deterministic: bool = False          # TF op determinism, no Grappler (bit-exact resumes)
     checkpoint_every_images: int = 50_000  # resume state; also written at every stage end
     report_every_images: int = 10_000    # progress line and TensorBoard scalars
     grid_columns: int = 8                # samples per class row in each stage's image grid

@@ -45,7 +45,7 @@ from dermnet.training.checkpoints import (
     write_atomic,
     write_json_atomic,
 )
-from dermnet.training.strategy import describe_strategy, make_strategy
+from dermnet.training.strategy import describe_strategy, enable_determinism, make_strategy
 from gan.clinical import ClinicalTable, make_clinical_table, save_real_metadata
 from gan.config import GanConfig, check_gan_config, load_gan_config, save_gan_config
 from gan.data import GanData, build_stage_dataset, load_gan_data
@@ -148,7 +148,7 @@ def _set_up_runtime(config: GanConfig) -> None:
     # Fixes the networks' initial weights; everything later is seeded explicitly.
     keras.utils.set_random_seed(config.training.seed)
     if config.training.deterministic:
-        tf.config.experimental.enable_op_determinism()
+        enable_determinism()
 
 
 def _restore(networks: GanNetworks, commit: dict | None, state: Path, log) -> tuple[int, int]:

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from dermnet.config import Config, config_to_dict, load_config, save_config
 from dermnet.models.classifier import set_batchnorm_momentum, set_batchnorm_synchronized
@@ -52,7 +51,12 @@ from dermnet.training.data import (
 )
 from dermnet.training.keras_compat import enable_multiworker_fit
 from dermnet.training.schedules import WarmupSchedule
-from dermnet.training.strategy import describe_strategy, is_chief, make_strategy
+from dermnet.training.strategy import (
+    describe_strategy,
+    enable_determinism,
+    is_chief,
+    make_strategy,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +130,7 @@ def _prepare_workdir(workdir: Path, config: Config, overwrite: bool) -> None:
 def _set_up_runtime(config: Config) -> None:
     keras.utils.set_random_seed(config.training.seed)
     if config.training.deterministic:
-        tf.config.experimental.enable_op_determinism()
+        enable_determinism()
     if config.training.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
 
