@@ -81,7 +81,8 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="random seed")
     parser.add_argument("--strategy", help="auto, mirrored, one_device or default")
     parser.add_argument("--deterministic", action="store_true", default=None,
-                        help="TensorFlow op determinism, no Grappler rewrites (bit-exact resumes on CPU)")
+                        help="TensorFlow op determinism, no Grappler rewrites "
+                             "(bit-exact resumes on CPU)")
     parser.add_argument("--clinical", action="store_true", default=None,
                         help="condition on age, sex and site sampled from real rows of each "
                              "class (sets data.clinical and network.clinical_codes)")

@@ -54,7 +54,8 @@ def make_parser() -> argparse.ArgumentParser:
                         help="mixed_float16 compute (GPUs)")
     parser.add_argument("--jit", action="store_true", default=None, help="XLA-compile steps")
     parser.add_argument("--deterministic", action="store_true", default=None,
-                        help="TensorFlow op determinism, no Grappler rewrites (bit-exact repeats on CPU)")
+                        help="TensorFlow op determinism, no Grappler rewrites "
+                             "(bit-exact repeats on CPU)")
     parser.add_argument("--out", type=Path, help="run directory (default: runs/<name>)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a finished (or different) run in --out")

@@ -74,7 +74,6 @@ def describe_strategy(strategy: tf.distribute.Strategy) -> str:
     return f"{name} with {strategy.num_replicas_in_sync} replica(s)"
 
 
-
 def enable_determinism() -> None:
     """Bit-identical repeats on one machine: TensorFlow's deterministic ops, and no Grappler
     graph rewrites. With op determinism alone, about 1 GAN training process in 10 on a
