@@ -1,6 +1,6 @@
-"""The eight backbones of the first study, registered by name.
+"""The eight backbones of the first study, and two ResNet18s, registered by name.
 
-Six come from Keras Applications; ResNet34 and SE-ResNet50, which Keras Applications lacks,
+Six come from Keras Applications; ResNet18, ResNet34 and SE-ResNet50, which it lacks,
 are built in ``resnet.py`` and ``seresnet.py`` (ImageNet weights via ``convert.py``).
 Reference parameter counts are the published ones with a 1000-class top. Keras counts
 batch-norm moving statistics as (non-trainable) parameters, PyTorch does not: the figures for
@@ -25,6 +25,18 @@ def _keras_application(constructor):
     return build
 
 
+def _resnet18(width: int, stem: str = "imagenet"):
+    def build(input_shape, weights=None, include_top=False):
+        from dermnet.models.resnet import build_resnet18
+
+        suffix = ("" if width == 64 else f"_w{width}") + ("" if stem == "imagenet" else "_small")
+        return build_resnet18(input_shape=tuple(input_shape), include_top=include_top,
+                              weights=weights, width=width, stem=stem,
+                              name=f"resnet18{suffix}")
+
+    return build
+
+
 def _resnet34(input_shape, weights=None, include_top=False):
     from dermnet.models.resnet import build_resnet34
 
@@ -43,6 +55,22 @@ _APPLICATIONS = keras.applications
 _IMAGENET = ("imagenet",)
 
 for _spec in (
+    BackboneSpec("resnet18", _resnet18(64), "torch", 512, _IMAGENET, 11_689_512,
+                 "dermnet.models.resnet (torchvision resnet18)",
+                 reference_counts_statistics=False),
+    # Not in the study: the half-width ResNet18 of the cpu-real preset, trained from
+    # scratch. Its reference count is worked out by hand in tests/models/test_registry.py.
+    BackboneSpec("resnet18-half", _resnet18(32), "torch", 256, (), 3_055_880,
+                 "dermnet.models.resnet (torchvision resnet18 at half width)",
+                 reference_counts_statistics=False),
+    # For inputs of a few dozen pixels (MedMNIST's 28x28): the CIFAR stem, 3x3 stride 1 and
+    # no max pool, as MedMNIST v2's "ResNet-18 (28)"; full and half width.
+    BackboneSpec("resnet18-small", _resnet18(64, "small"), "torch", 512, (), 11_681_832,
+                 "dermnet.models.resnet (CIFAR / MedMNIST ResNet-18 (28) stem)",
+                 min_size=8, reference_counts_statistics=False),
+    BackboneSpec("resnet18-small-half", _resnet18(32, "small"), "torch", 256, (), 3_052_040,
+                 "dermnet.models.resnet (CIFAR stem, half width)",
+                 min_size=8, reference_counts_statistics=False),
     BackboneSpec("resnet34", _resnet34, "torch", 512, _IMAGENET, 21_797_672,
                  "dermnet.models.resnet (torchvision resnet34)",
                  reference_counts_statistics=False),

@@ -1,5 +1,6 @@
-"""Convert PyTorch ResNet34 / SE-ResNet50 checkpoints (torchvision or timm state_dicts) into
-Keras ``.weights.h5`` files for ``build_resnet34`` / ``build_seresnet50``.
+"""Convert PyTorch ResNet18 / ResNet34 / SE-ResNet50 checkpoints (torchvision or timm
+state_dicts) into Keras ``.weights.h5`` files for ``build_resnet18`` / ``build_resnet34`` /
+``build_seresnet50``.
 
 Usage::
 
@@ -23,13 +24,15 @@ import numpy as np
 
 from dermnet.models.resnet import (
     IMAGENET_CLASSES,
+    build_resnet18,
     build_resnet34,
     imagenet_weights_name,
     weights_cache_dir,
 )
 from dermnet.models.seresnet import build_seresnet50
 
-BUILDERS = {"resnet34": build_resnet34, "seresnet50": build_seresnet50}
+BUILDERS = {"resnet18": build_resnet18, "resnet34": build_resnet34,
+            "seresnet50": build_seresnet50}
 # Keras variable name -> torch parameter / buffer name within the same module.
 TORCH_SUFFIXES = {
     "kernel": "weight",
@@ -117,7 +120,7 @@ def load_torch_file(path: Path) -> dict:
 
 def convert_state_dict(
     state_dict: dict[str, np.ndarray],  # torch key -> array, as from load_state_dict
-    architecture: str,  # "resnet34" or "seresnet50"
+    architecture: str,  # "resnet18", "resnet34" or "seresnet50"
     include_top: bool = True,  # keep the fc classifier (its size is read from fc.weight)
 ) -> keras.Model:
     """Build the Keras model and assign every weight of ``state_dict`` to it.

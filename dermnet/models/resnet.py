@@ -1,4 +1,5 @@
-"""ResNet34 (He et al. 2016, torchvision ``resnet34``) and the ResNet skeleton it shares with
+"""ResNet18 and ResNet34 (He et al. 2016, torchvision ``resnet18`` / ``resnet34``), the
+half-width ResNet18 that trains from scratch on a CPU, and the ResNet skeleton they share with
 SE-ResNet50: stem, stage loop, head and the loading of converted ImageNet weights.
 
 The layers mirror PyTorch exactly so that weights converted from torchvision / timm checkpoints
@@ -37,6 +38,8 @@ IMAGENET_CLASSES = 1000
 IMAGENET_PREPROCESSING = "torch"
 
 CHECKPOINT_SOURCES = {
+    "resnet18": "torchvision https://download.pytorch.org/models/resnet18-f37072fd.pth "
+    "or timm https://huggingface.co/timm/resnet18.a1_in1k (model.safetensors)",
     "resnet34": "torchvision https://download.pytorch.org/models/resnet34-b627a593.pth "
     "or timm https://huggingface.co/timm/resnet34.a1_in1k (model.safetensors)",
     "seresnet50": "timm https://huggingface.co/timm/seresnet50.a1_in1k (model.safetensors)",
@@ -74,13 +77,24 @@ def batch_norm(x, name: str):
     )(x)
 
 
-def build_stem(x):
+def build_stem(x, width: int = STAGE_WIDTHS[0]):
     """conv1 7x7/2 -> bn1 -> relu -> maxpool 3x3/2 (pad 1): (H, W) -> (H/4, W/4)."""
-    x = conv_bn(x, 64, 7, 2, "conv1", "bn1")
+    x = conv_bn(x, width, 7, 2, "conv1", "bn1")
     x = keras.layers.ReLU(name="relu")(x)
     # torch pads the max pool with -inf; zeros are equivalent because the input is post-ReLU.
     x = keras.layers.ZeroPadding2D(1, name="maxpool_pad")(x)
     return keras.layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
+
+
+def build_small_input_stem(x, width: int = STAGE_WIDTHS[0]):
+    """conv1 3x3/1 -> bn1 -> relu, no max pool: the CIFAR ResNet stem (He et al. 2016,
+    section 4.2) for inputs of a few dozen pixels, such as MedMNIST's 28x28, which the
+    ImageNet stem would shrink to 7x7 before the first block."""
+    x = conv_bn(x, width, 3, 1, "conv1", "bn1")
+    return keras.layers.ReLU(name="relu")(x)
+
+
+STEMS = {"imagenet": build_stem, "small": build_small_input_stem}
 
 
 def shortcut(x, out_channels: int, strides: int, name: str):
@@ -101,10 +115,10 @@ def basic_block(x, width: int, strides: int, name: str):
     return keras.layers.ReLU(name=f"{name}_relu2")(x)
 
 
-def build_stages(x, block, blocks_per_stage: tuple[int, ...]):
-    """layer1..layer4: ``blocks_per_stage[i]`` blocks of width ``STAGE_WIDTHS[i]``; the first
+def build_stages(x, block, blocks_per_stage: tuple[int, ...], widths=STAGE_WIDTHS):
+    """layer1..layer4: ``blocks_per_stage[i]`` blocks of width ``widths[i]``; the first
     block of each stage carries the stride."""
-    stages = zip(STAGE_WIDTHS, STAGE_STRIDES, blocks_per_stage, strict=True)
+    stages = zip(widths, STAGE_STRIDES, blocks_per_stage, strict=True)
     for stage, (width, stride, count) in enumerate(stages, start=1):
         for index in range(count):
             x = block(x, width, stride if index == 0 else 1, f"layer{stage}_{index}")
@@ -137,21 +151,60 @@ def build_resnet(
     classes: int,  # fc outputs
     classifier_activation,  # None gives logits, as torch does
     name: str,  # the keras.Model's name
+    widths: tuple[int, ...] = STAGE_WIDTHS,  # block widths of layer1..layer4 (stem: widths[0])
+    stem: str = "imagenet",  # "imagenet" (7x7/2 + max pool) or "small" (3x3/1, see STEMS)
 ) -> keras.Model:
-    """The ResNet skeleton shared by ResNet34 and SE-ResNet50: stem, stages, head, weights."""
+    """The ResNet skeleton shared by ResNet18/34 and SE-ResNet50: stem, stages, head,
+    weights."""
     if keras.config.image_data_format() != "channels_last":  # torch weights map to NHWC only
         raise ValueError(f"{architecture} is built channels_last; keras.config says otherwise")
     check_weights_argument(weights, include_top, classes)
     if weights == "imagenet":  # before building: a missing file should fail fast
         weights = find_imagenet_weights(architecture, include_top)
     inputs = keras.Input(shape=tuple(input_shape), name="image")
-    x = build_stem(inputs)
-    x = build_stages(x, block, blocks_per_stage)
+    x = STEMS[stem](inputs, widths[0])
+    x = build_stages(x, block, blocks_per_stage, widths)
     outputs = build_head(x, include_top, pooling, classes, classifier_activation)
     model = keras.Model(inputs, outputs, name=name)
     if weights is not None:
         load_weights_file(model, weights)
     return model
+
+
+def build_resnet18(
+    input_shape=(224, 224, 3),  # (H, W, 3)
+    include_top=True,  # torch's avgpool + fc head
+    weights=None,  # None, "imagenet" (converted, see module docstring) or a .weights.h5 path
+    pooling=None,  # headless only: None (feature map), "avg" or "max"
+    classes=1000,  # fc outputs
+    name="resnet18",
+    classifier_activation=None,  # None: logits like torch; "softmax" like keras.applications
+    width=STAGE_WIDTHS[0],  # layer1's width; the stages double it. 64: torchvision resnet18
+    stem="imagenet",  # "imagenet" (torchvision) or "small" (CIFAR: 3x3/1, no max pool)
+) -> keras.Model:
+    """ResNet18: basic blocks 2-2-2-2, as torchvision ``resnet18`` at ``width=64``.
+
+    ``width=32`` is the half-width ResNet18 (2.8M parameters, a quarter of the FLOPs) that
+    trains from scratch on a CPU in an hour. ``stem="small"`` is the CIFAR / MedMNIST
+    "ResNet-18 (28)" layout for tiny inputs. ImageNet weights exist for the torchvision
+    layout only."""
+    if (width, stem) != (STAGE_WIDTHS[0], "imagenet") and weights == "imagenet":
+        raise ValueError(f"ImageNet weights exist for torchvision's resnet18 only, not width "
+                         f"{width} with the {stem} stem")
+    return build_resnet(
+        "resnet18",
+        basic_block,
+        (2, 2, 2, 2),
+        input_shape=input_shape,
+        include_top=include_top,
+        weights=weights,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        name=name,
+        widths=tuple(width * 2**stage for stage in range(4)),
+        stem=stem,
+    )
 
 
 def build_resnet34(

@@ -257,3 +257,17 @@ def test_module_runs_as_a_program(tmp_path):
     )
     assert result.returncode == 1
     assert "checkpoint not found" in result.stderr
+
+
+def test_resnet18_checkpoint_converts_by_name(tmp_path):
+    """ResNet18 shares ResNet34's layer names: its torch state_dict converts key for key."""
+    from dermnet.models.resnet import build_resnet18
+
+    state_dict = make_state_dict_for(build_resnet18(input_shape=(32, 32, 3)))
+    assert "layer4.1.conv2.weight" in state_dict and "layer4.2.conv1.weight" not in state_dict
+    save_file(state_dict, str(tmp_path / "resnet18.safetensors"))
+    out = tmp_path / "resnet18.weights.h5"
+    assert main([str(tmp_path / "resnet18.safetensors"), "--arch", "resnet18",
+                 "--out", str(out)]) == 0
+    assert_weights_equal_state_dict(build_resnet18(input_shape=(64, 64, 3), weights=str(out)),
+                                    state_dict)
