@@ -1,5 +1,5 @@
-"""Model builders: backbone registry, ResNet34 / SE-ResNet50 built here, the classifier with
-its clinical branch, the spatial transformer and multi-task heads.
+"""Model builders: backbone registry, ResNet18/34 / SE-ResNet50 built here, the classifier with
+its clinical branch and colour constancy, the spatial transformer and multi-task heads.
 
 This package imports ``keras`` only (never ``tensorflow``), so every model builds under the
 TensorFlow, JAX and PyTorch backends of Keras 3.
@@ -11,6 +11,7 @@ import keras
 # saved model.keras loads after ``import dermnet.models`` (safe_mode stays on).
 from dermnet.models import (  # noqa: E402,F401
     clinical_branch,
+    colour,
     multitask,
     preprocessing,
     spatial_transformer,

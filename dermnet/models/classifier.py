@@ -1,10 +1,10 @@
 """The classifier: raw pixels (+ clinical vector) -> class probabilities, any backbone.
 
-    image (H, W, 3) 0-255 -> PixelPreprocessing -> backbone -> GlobalAveragePooling
-                                                                   |
-    clinical (F,) -> clinical branch (optional) ------------> Concatenate
-                                                                   |
-                                        Dropout(0.5, as in the paper) -> Dense(classes)
+    image (H, W, 3) 0-255 -> [ShadesOfGray] -> PixelPreprocessing -> backbone -> pooling
+                                                                                   |
+    clinical (F,) -> clinical branch (optional) ----------------------------> Concatenate
+                                                                                   |
+                                                        Dropout(0.5, as in the paper) -> Dense
 
 Inputs are named ``image`` and ``clinical``; the output is named ``probabilities`` (softmax,
 the default) or ``logits``. Also: helpers for two-phase fine-tuning.
@@ -17,6 +17,7 @@ import os
 import keras
 
 from dermnet.models.clinical_branch import build_clinical_branch
+from dermnet.models.colour import ShadesOfGray
 from dermnet.models.preprocessing import PixelPreprocessing
 from dermnet.models.registry import BackboneSpec, get_backbone
 
@@ -27,12 +28,13 @@ def build_classifier(backbone: str, image_shape=(224, 300), num_classes: int = 7
                      clinical_features: int | None = None, weights=None,
                      dropout: float = 0.5, clinical_units=(64,), clinical_dropout: float = 0.25,
                      clinical_mask_rate: float = 0.0, output: str = "probabilities",
-                     name: str | None = None) -> keras.Model:
+                     name: str | None = None, colour_constancy: str = "none") -> keras.Model:
     """A functional classifier over the registered ``backbone``.
 
     ``image_shape`` is (H, W) or (H, W, 3); ``weights`` is None, a name the backbone lists
     (``"imagenet"``) or a weights file for the headless backbone; ``clinical_features`` is the
-    clinical vector length, or None for an image-only model.
+    clinical vector length, or None for an image-only model; ``colour_constancy`` is "none"
+    or "shades_of_gray" (``dermnet.models.colour``).
     """
     spec = get_backbone(backbone)
     shape = _check_image_shape(spec, image_shape)
@@ -40,7 +42,8 @@ def build_classifier(backbone: str, image_shape=(224, 300), num_classes: int = 7
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
     image = keras.Input(shape=shape, name="image")
-    pixels = PixelPreprocessing(spec.preprocessing, name="preprocessing")(image)
+    pixels = _colour_layer(colour_constancy)(image)
+    pixels = PixelPreprocessing(spec.preprocessing, name="preprocessing")(pixels)
     features = spec.build(shape, weights=weights)(pixels)
     features = keras.layers.GlobalAveragePooling2D(name="pooling")(features)
     inputs = {"image": image}
@@ -57,6 +60,15 @@ def build_classifier(backbone: str, image_shape=(224, 300), num_classes: int = 7
                                  name=output)(features)
     model_name = name or f"{backbone}_{'clinical' if clinical_features else 'image'}"
     return keras.Model(inputs, outputs, name=model_name)
+
+
+def _colour_layer(colour_constancy: str):
+    if colour_constancy == "shades_of_gray":
+        return ShadesOfGray(name="colour_constancy")
+    if colour_constancy != "none":
+        raise ValueError(f"colour_constancy must be 'none' or 'shades_of_gray', got "
+                         f"{colour_constancy!r}")
+    return lambda images: images
 
 
 def _check_image_shape(spec: BackboneSpec, image_shape) -> tuple[int, int, int]:
