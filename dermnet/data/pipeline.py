@@ -48,6 +48,7 @@ class PipelineConfig:
     """How `build_dataset` reads, caches, shuffles, batches and augments."""
 
     image_size: tuple[int, int] = (224, 300)  # (H, W); the paper's low resolution
+    resize: str = "stretch"  # another aspect ratio: "stretch" or "crop" (see resize_image)
     batch_size: int = 32
     cache: str = "memory"  # "memory", "none", or a file path prefix for an on-disk cache
     shuffle_buffer: int | None = None  # None: the whole dataset (a full shuffle)
@@ -68,14 +69,15 @@ class PipelineConfig:
 # --- decoding ------------------------------------------------------------------------------
 
 
-def load_image(path, image_size):
+def load_image(path, image_size, resize: str = "stretch"):
     """Read one image file and decode it to uint8 [H, W, 3] of `image_size` (H, W)."""
-    return decode_image(tf.io.read_file(path), image_size)
+    return decode_image(tf.io.read_file(path), image_size, resize)
 
 
-def decode_image(contents, image_size):
+def decode_image(contents, image_size, resize: str = "stretch"):
     """Decode encoded image bytes (JPEG, PNG, BMP or GIF, told apart by their content, not a
-    file name) to uint8 [H, W, 3] of exactly `image_size` (H, W)."""
+    file name) to uint8 [H, W, 3] of exactly `image_size` (H, W); `resize` as in
+    `resize_image`."""
     contents = tf.convert_to_tensor(contents, tf.string)
     is_jpeg = tf.equal(tf.strings.substr(contents, 0, 3), b"\xff\xd8\xff")
     image = tf.cond(
@@ -83,7 +85,25 @@ def decode_image(contents, image_size):
         lambda: decode_jpeg(contents, image_size),
         lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
     )
+    if resize == "crop":
+        image = crop_to_aspect(image, image_size)
+    elif resize != "stretch":
+        raise ValueError(f"resize must be 'stretch' or 'crop', got {resize!r}")
     return resize_image(image, image_size)
+
+
+def crop_to_aspect(image, image_size):
+    """The largest centred window of uint8 [h, w, 3] with the aspect ratio of `image_size`
+    (H, W): a square photo meets a 4:3 input without squashing the lesion. Odd margins put
+    the extra pixel at the bottom / right."""
+    shape = tf.shape(image)
+    height, width = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
+    aspect = image_size[1] / image_size[0]  # W / H of the target
+    new_height = tf.minimum(height, tf.round(width / aspect))
+    new_width = tf.minimum(width, tf.round(height * aspect))
+    top = tf.cast((height - new_height) // 2, tf.int32)
+    left = tf.cast((width - new_width) // 2, tf.int32)
+    return image[top:top + tf.cast(new_height, tf.int32), left:left + tf.cast(new_width, tf.int32)]
 
 
 def decode_jpeg(contents, image_size):
@@ -180,10 +200,10 @@ def _make_examples(paths, labels, clinical, config: PipelineConfig):
     parallel and cached after decoding; labels and clinical rows join after the cache."""
     paths, labels, clinical = _check_inputs(paths, labels, clinical, config.num_classes)
     images = tf.data.Dataset.from_tensor_slices(paths).map(
-        lambda path: load_image(path, config.image_size),
+        lambda path: load_image(path, config.image_size, config.resize),
         num_parallel_calls=_parallel_calls(config),
     )
-    images = _cache(images, config.cache, paths, config.image_size)
+    images = _cache(images, config.cache, paths, config.image_size, config.resize)
     targets = [labels] if clinical is None else [labels, clinical]
     return tf.data.Dataset.zip(images, *map(tf.data.Dataset.from_tensor_slices, targets))
 
@@ -225,7 +245,7 @@ def _to_model_inputs(images, labels, clinical=None, *, config: PipelineConfig):
     return inputs, labels
 
 
-def _cache(images, cache: str, paths, image_size):
+def _cache(images, cache: str, paths, image_size, resize: str = "stretch"):
     """Cache decoded uint8 images in memory, in files under a path prefix, or not at all.
     A file cache's name carries a digest of the paths and size, so it is never read back
     for a different image list or resolution. tf.data completes a cache only when a first
@@ -234,7 +254,8 @@ def _cache(images, cache: str, paths, image_size):
         return images
     if cache == "memory":
         return images.cache()
-    digest = hashlib.sha1(repr((list(paths), tuple(image_size))).encode()).hexdigest()[:12]
+    key = (list(paths), tuple(image_size)) + ((resize,) if resize != "stretch" else ())
+    digest = hashlib.sha1(repr(key).encode()).hexdigest()[:12]
     prefix = Path(cache)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     height, width = image_size

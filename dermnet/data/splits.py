@@ -6,8 +6,15 @@ here keeps a lesion's images together and stratifies by diagnosis: within each c
 lesions are dealt out so that each partition receives its share of that class's *images*.
 The paper's image-level random split exists only behind ``by="image"``, with a warning.
 
-Split table (``splits.csv``): ``image_id, lesion_id, dx, fold`` with ``fold`` either ``test``
-or ``0..K-1``. Fold k is the validation set of training run k; the other folds train it.
+Split table (``splits.csv``): ``image_id, lesion_id, dx, fold`` with ``fold`` either ``test``,
+``holdout`` or ``0..K-1``. Fold k is the validation set of training run k; the other folds
+train it.
+
+Leave-one-source-out (``holdout_sources``): every image of the named source collections (the
+``dataset`` column, e.g. HAM10000's ``rosendahl``) goes to ``holdout`` and is never trained or
+validated on; the other collections are split as usual, so one run gives the in-distribution
+``test`` figures and the cross-source ``holdout`` figures of the same model. A lesion seen in
+two collections (HAM10000 has none) would be held out whole.
 """
 
 from __future__ import annotations
@@ -18,17 +25,30 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dermnet.data.vocabulary import SOURCE_COLUMN
+
 TEST = "test"
+HOLDOUT = "holdout"
 SPLIT_COLUMNS = ("image_id", "lesion_id", "dx", "fold")
 
 
 def make_splits(frame: pd.DataFrame, folds: int = 5, test_fraction: float = 0.17,
-                seed: int = 0, by: str = "lesion") -> pd.DataFrame:
-    """Assign every image to ``test`` or a fold; deterministic for ``seed``.
+                seed: int = 0, by: str = "lesion",
+                holdout_sources: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Assign every image to ``test``, ``holdout`` or a fold; deterministic for ``seed``.
 
-    ``frame`` needs ``image_id, lesion_id, dx`` (one dx per lesion, as the reader ensures).
+    ``frame`` needs ``image_id, lesion_id, dx`` (one dx per lesion, as the reader ensures),
+    and the ``dataset`` column when ``holdout_sources`` names collections to hold out.
     """
     _check_arguments(folds, test_fraction, by)
+    held = _held_out_lesions(frame, holdout_sources)
+    if held is not None:
+        rest = make_splits(frame.loc[~held], folds, test_fraction, seed, by)
+        holdout = frame.loc[held, ["image_id", "lesion_id", "dx"]].assign(fold=HOLDOUT)
+        order = {image: index for index, image in enumerate(frame["image_id"])}
+        splits = pd.concat([rest, holdout], ignore_index=True)
+        return splits.iloc[np.argsort(splits["image_id"].map(order).to_numpy())].reset_index(
+            drop=True)
     # by="image": each image becomes its own "lesion", the paper's split, leaky by construction.
     groups = frame["image_id"] if by == "image" else frame["lesion_id"]
     table = pd.DataFrame({"image_id": frame["image_id"].to_numpy(), "group": groups.to_numpy(),
@@ -48,6 +68,25 @@ def make_splits(frame: pd.DataFrame, folds: int = 5, test_fraction: float = 0.17
             stacklevel=2,
         )
     return splits
+
+
+def _held_out_lesions(frame: pd.DataFrame, sources: tuple[str, ...]) -> pd.Series | None:
+    """Rows whose lesion has an image in one of ``sources``; None when none is named."""
+    if not sources:
+        return None
+    if SOURCE_COLUMN not in frame:
+        raise ValueError(f"holding out {', '.join(sources)} needs the {SOURCE_COLUMN!r} column "
+                         "(source collection); this metadata has none (give the Dataverse "
+                         "metadata with data.sources_csv)")
+    known = sorted(frame[SOURCE_COLUMN].dropna().unique())
+    unknown = [source for source in sources if source not in known]
+    if unknown:
+        raise ValueError(f"no image comes from {', '.join(unknown)}; sources: {', '.join(known)}")
+    lesions = frame.loc[frame[SOURCE_COLUMN].isin(sources), "lesion_id"]
+    held = frame["lesion_id"].isin(set(lesions))
+    if held.all():
+        raise ValueError(f"holding out {', '.join(sources)} leaves no image to train on")
+    return held
 
 
 def _check_arguments(folds: int, test_fraction: float, by: str) -> None:
@@ -93,12 +132,14 @@ def count_leaked_lesions(splits: pd.DataFrame) -> int:
 
 
 def select_fold(splits: pd.DataFrame, fold: int) -> tuple[pd.Series, pd.Series]:
-    """Image ids (training, validation) of training run ``fold``; test images in neither."""
-    available = sorted(int(value) for value in splits["fold"].unique() if value != TEST)
+    """Image ids (training, validation) of training run ``fold``; test and held-out images
+    in neither."""
+    numbered = splits["fold"].str.fullmatch(r"\d+")
+    available = sorted(int(value) for value in splits.loc[numbered, "fold"].unique())
     if fold not in available:
         raise ValueError(f"fold {fold} not in the splits (folds: {available})")
     validation = splits["fold"] == str(fold)
-    training = (splits["fold"] != TEST) & ~validation
+    training = numbered & ~validation
     return splits.loc[training, "image_id"], splits.loc[validation, "image_id"]
 
 
@@ -124,11 +165,11 @@ def load_splits(path: str | Path) -> pd.DataFrame:
     missing = [column for column in SPLIT_COLUMNS if column not in splits.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
-    bad = ~splits["fold"].str.fullmatch(r"test|\d+")
+    bad = ~splits["fold"].str.fullmatch(rf"{TEST}|{HOLDOUT}|\d+")
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise ValueError(f"{path}, line {row + 2}: fold {splits['fold'].iloc[row]!r} "
-                         "is neither 'test' nor a fold number")
+                         f"is neither '{TEST}', '{HOLDOUT}' nor a fold number")
     return splits
 
 
@@ -137,7 +178,10 @@ def format_split_summary(splits: pd.DataFrame) -> str:
     shares = compute_class_shares(splits)
     deviation = shares.drop(columns="all").sub(shares["all"], axis=0).abs() * 100
     lines = [f"{'partition':>9}  {'images':>6}  {'lesions':>7}  max class-share deviation"]
-    for fold, rows in sorted(splits.groupby("fold"), key=lambda item: (item[0] == TEST, item[0])):
+    def order(item):
+        return (item[0] == HOLDOUT, item[0] == TEST, item[0])
+
+    for fold, rows in sorted(splits.groupby("fold"), key=order):
         lines.append(f"{fold:>9}  {len(rows):>6}  {rows['lesion_id'].nunique():>7}  "
                      f"{deviation[fold].max():.2f} pp")
     lines.append(f"lesions in more than one partition: {count_leaked_lesions(splits)}")

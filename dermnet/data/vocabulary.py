@@ -39,7 +39,8 @@ SYNTHETIC_DX_TYPE = "synthetic"
 
 # Columns every metadata CSV must have; `dataset` (source collection) is optional.
 REQUIRED_COLUMNS = ("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization")
-OPTIONAL_COLUMNS = ("dataset",)
+SOURCE_COLUMN = "dataset"  # the source collection (Dataverse release): rosendahl, vidir_...
+OPTIONAL_COLUMNS = (SOURCE_COLUMN,)
 
 # Ages in the release are multiples of 5 in [0, 85]; anything outside this range is an error.
 AGE_RANGE = (0.0, 120.0)

@@ -18,6 +18,7 @@ from dermnet.data.pipeline import (
     decode_image,
     decode_jpeg,
     load_image,
+    resize_image,
 )
 
 SIZE = (22, 30)  # (H, W): 45x60 sources decode at ratio 2 (23x30), then shrink by one row
@@ -236,3 +237,32 @@ def test_keras_trains_on_the_batches_with_class_weights(images):
     history = model.fit(dataset, epochs=1, verbose=0, shuffle=False,  # the dataset shuffles
                         class_weight=compute_class_weights(labels))
     assert np.isfinite(history.history["loss"][0])
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    return tf.io.encode_png(image).numpy()
+
+
+def test_crop_mode_takes_the_centred_window_of_the_input_aspect():
+    """A 60x60 (HxW) image for a 30x40 input: the 4:3 window is rows 7..51, all columns
+    (height round(60 * 3 / 4) = 45, top (60 - 45) // 2 = 7), then resized."""
+    image = np.random.default_rng(0).integers(0, 256, (60, 60, 3)).astype(np.uint8)
+    cropped = decode_image(encode_png(image), (30, 40), "crop").numpy()
+    expected = resize_image(tf.constant(image[7:52]), (30, 40)).numpy()
+    np.testing.assert_array_equal(cropped, expected)
+    tall = np.random.default_rng(1).integers(0, 256, (90, 40, 3)).astype(np.uint8)
+    # 40 wide: the window is round(40 * 3 / 4) = 30 rows, from (90 - 30) // 2 = 30.
+    np.testing.assert_array_equal(decode_image(encode_png(tall), (30, 40), "crop").numpy(),
+                                  tall[30:60])
+
+
+def test_crop_mode_leaves_an_image_of_the_input_aspect_alone():
+    image = np.random.default_rng(2).integers(0, 256, (60, 80, 3)).astype(np.uint8)
+    np.testing.assert_array_equal(decode_image(encode_png(image), (30, 40), "crop").numpy(),
+                                  decode_image(encode_png(image), (30, 40)).numpy())
+
+
+def test_unknown_resize_mode_is_refused():
+    image = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match="resize must be 'stretch' or 'crop'"):
+        decode_image(encode_png(image), (4, 4), "pad")

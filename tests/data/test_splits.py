@@ -97,3 +97,50 @@ def test_real_metadata_is_grouped_and_stratified(real_metadata_path):
         shares = rows["dx"].value_counts(normalize=True).reindex(overall.index, fill_value=0)
         assert (shares - overall).abs().max() < 0.02, fold
     assert abs((table["fold"] == "test").mean() - 0.17) < 0.005
+
+
+def with_sources(frame: pd.DataFrame, seed=0) -> pd.DataFrame:
+    """A `dataset` column drawn per lesion from three collections."""
+    rng = np.random.default_rng(seed)
+    lesions = frame["lesion_id"].unique()
+    source = dict(zip(lesions, rng.choice(["north", "south", "east"], len(lesions))))
+    return frame.assign(dataset=frame["lesion_id"].map(source))
+
+
+def test_holdout_source_takes_every_image_of_the_source_and_nothing_else():
+    frame = with_sources(make_frame())
+    table = splitting.make_splits(frame, folds=5, seed=0, holdout_sources=("south",))
+    assert table["image_id"].tolist() == frame["image_id"].tolist()
+    held = table["fold"] == "holdout"
+    assert held.tolist() == (frame["dataset"] == "south").tolist()
+    # The other sources are split exactly as a split of them alone would be.
+    rest = splitting.make_splits(frame[frame["dataset"] != "south"], folds=5, seed=0)
+    assert table.loc[~held, "fold"].tolist() == rest["fold"].tolist()
+    training, validation = splitting.select_fold(table, 0)
+    assert not (set(training) | set(validation)) & set(table.loc[held, "image_id"])
+
+
+@pytest.mark.parametrize("frame, sources, message", [
+    (make_frame(50), ("south",), "needs the 'dataset' column"),
+    (with_sources(make_frame(50)), ("west",), "no image comes from west; sources: east, "),
+    (with_sources(make_frame(50)), ("north", "south", "east"), "leaves no image to train on"),
+])
+def test_holdout_source_errors(frame, sources, message):
+    with pytest.raises(ValueError, match=message):
+        splitting.make_splits(frame, holdout_sources=sources)
+
+
+def test_holdout_round_trips_through_the_split_file(tmp_path):
+    table = splitting.make_splits(with_sources(make_frame()), holdout_sources=("east",))
+    splitting.save_splits(table, tmp_path / "splits.csv")
+    loaded = splitting.load_splits(tmp_path / "splits.csv")
+    assert (loaded["fold"] == "holdout").sum() == (table["fold"] == "holdout").sum() > 0
+    assert "holdout" in splitting.format_split_summary(loaded)
+
+
+def test_real_leave_rosendahl_out(real_metadata_path):
+    """The issue's proxy on the real metadata: all 2,259 rosendahl images held out."""
+    frame = pd.read_csv(real_metadata_path)
+    table = splitting.make_splits(frame, holdout_sources=("rosendahl",))
+    assert (table["fold"] == "holdout").sum() == 2259
+    assert splitting.count_leaked_lesions(table) == 0
