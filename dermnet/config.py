@@ -34,6 +34,8 @@ def check_choices(node, choices: dict[str, tuple]) -> None:
 
 
 TASKS = ("ham10000", "clinical-photos")
+RESIZE_MODES = ("stretch", "crop")  # dermnet.data.pipeline.resize_image
+COLOUR_CONSTANCY = ("none", "shades_of_gray")  # dermnet.models.colour
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,17 @@ class DataConfig:
     test_fraction: float = 0.17          # held-out test share, as in the paper
     split_seed: int = 0                  # seed of the split (fixed across a grid's runs)
     split_by: str = "lesion"             # "lesion" (no leakage) or "image" (the paper's)
+    # Leave-one-source-out: source collections (HAM10000's `dataset` column: vidir_molemax,
+    # vidir_modern, rosendahl, vienna_dias) held out whole as the "holdout" split, never
+    # trained on: the cross-source test of the same model whose "test" split is in-source.
+    holdout_sources: tuple[str, ...] = ()
+    # A metadata CSV with image_id and `dataset` columns (the Dataverse release's), for a data
+    # folder whose own metadata lacks the source column; "" = the folder's own metadata.
+    sources_csv: str = ""
+    # How an image of another aspect ratio meets the model's input: "stretch" (resize the
+    # whole image, as the studies and MedMNIST did) or "crop" (centre-crop to the input's
+    # aspect ratio, then resize: shapes are not distorted).
+    resize: str = "stretch"
     batch_size: int = 32                 # per replica; the global batch is this x replicas
     cache: str = "memory"                # uint8 decode cache: "memory", "none" or a file prefix
     # Imbalance: "none", "class_weights" (loss weighted by inverse class frequency) or
@@ -63,7 +76,8 @@ class DataConfig:
 
     def __post_init__(self):
         check_choices(self, {"task": TASKS, "split_by": ("lesion", "image"),
-                              "sampling": ("none", "class_weights", "balanced")})
+                              "sampling": ("none", "class_weights", "balanced"),
+                              "resize": RESIZE_MODES})
         if not 0 <= self.fold < self.folds:
             raise ValueError(f"DataConfig.fold must be in 0..{self.folds - 1}, got {self.fold}")
         if self.batch_size < 1 or min(self.image_size) < 1:
@@ -81,9 +95,15 @@ class ModelConfig:
     # Clinical photos: the study's VGG16 variant, "p" (ImageNet, conv layers frozen), "n"
     # (from scratch), "ps" / "ns" (the same behind a spatial transformer).
     variant: str = "p"
+    # Colour constancy inside the model, so training, evaluation and prediction all apply it:
+    # "shades_of_gray" divides each channel by its Minkowski p-norm (p = 6; Finlayson and
+    # Trezzi 2004), as the winning ISIC 2019 entry did, removing the illuminant and camera
+    # cast that differ between image banks; "none" leaves the pixels alone.
+    colour_constancy: str = "none"
 
     def __post_init__(self):
-        check_choices(self, {"variant": ("p", "n", "ps", "ns")})
+        check_choices(self, {"variant": ("p", "n", "ps", "ns"),
+                             "colour_constancy": COLOUR_CONSTANCY})
 
 
 @dataclass(frozen=True)
@@ -255,7 +275,10 @@ def _parse_plain(text: str, hint):
     origin = typing.get_origin(hint)
     if origin is tuple:
         arguments = typing.get_args(hint)
-        parts = [part for part in text.strip("()[] ").replace("x", ",").split(",") if part]
+        text = text.strip("()[] ")
+        if arguments[0] is not str:  # "224x300" is a size; "vidir_molemax" is a word
+            text = text.replace("x", ",")
+        parts = [part for part in text.split(",") if part]
         if arguments[-1] is not Ellipsis and len(parts) != len(arguments):
             raise ValueError(f"expected {len(arguments)} values")
         element = arguments[0]

@@ -63,10 +63,12 @@ def compute_learning_rate(optimizer):
 
 
 class Throughput(keras.callbacks.Callback):
-    """Adds training images/s and the learning rate to the epoch logs.
+    """Adds training images/s, the learning rate and the epoch's wall time to the epoch logs.
 
     Images/s = optimizer steps this epoch * `batch_size` / seconds from epoch start to the
-    start of validation (or the epoch end), so validation time is not counted. A last partial
+    start of validation (or the epoch end), so validation time is not counted.
+    `epoch_seconds` is the whole epoch, validation included: summed over history.csv it gives
+    the training minutes behind each epoch's figures. A last partial
     batch counts as full: negligible for epochs of many batches. The learning rate is read at
     epoch end. Must come before TensorBoard / CSVLogger / EpochSummary in the callback list.
     """
@@ -95,6 +97,7 @@ class Throughput(keras.callbacks.Callback):
         steps = _optimizer_step(self.model) - self._start_step
         logs["images_per_second"] = steps * self.batch_size / max(seconds, 1e-9)
         logs["learning_rate"] = compute_learning_rate(self.model.optimizer)
+        logs["epoch_seconds"] = time.perf_counter() - self._start_time
         self._start_time = None
 
 
@@ -132,6 +135,7 @@ def format_epoch_summary(epoch, epochs, logs, seconds):
     logs = dict(logs)
     learning_rate = logs.pop("learning_rate", None)
     images_per_second = logs.pop("images_per_second", None)
+    logs.pop("epoch_seconds", None)  # the wall time is printed last, measured here
     parts = [f"epoch {epoch}/{epochs}" if epochs else f"epoch {epoch}"]
     parts += [f"{name} {_format_value(logs[name])}" for name in sorted(logs, key=_log_order)]
     if learning_rate is not None:
@@ -307,6 +311,16 @@ def make_image_grid(images, gap=2):
         left = (index % columns) * (width + gap)
         grid[top : top + height, left : left + width] = image
     return grid
+
+
+def log_text(log_dir, tag: str, text: str, is_chief=None) -> None:
+    """One text record (step 0) in TensorBoard's Text tab, e.g. what the images were."""
+    if not (is_chief_worker() if is_chief is None else is_chief):
+        return
+    writer = tf.summary.create_file_writer(str(log_dir))
+    with writer.as_default():
+        tf.summary.text(tag, text, step=0)
+    writer.close()
 
 
 def log_hparams(log_dir, hparams, *, metrics=HPARAMS_METRICS, group="validation", is_chief=None):

@@ -36,6 +36,13 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--balanced", action="store_true", default=None,
                         help="oversample minority classes of the training split")
     parser.add_argument("--data-dir", help="dataset folder (default: the task's phantom data)")
+    parser.add_argument("--holdout-source", metavar="NAME[,NAME]",
+                        help="leave-one-source-out: hold out these source collections (the "
+                             "metadata's `dataset` column, e.g. rosendahl) as the `holdout` "
+                             "split, never trained on")
+    parser.add_argument("--sources-csv", metavar="CSV",
+                        help="metadata with image_id,dataset columns for a data folder whose "
+                             "own metadata lacks the source collection")
     parser.add_argument("--backbone", help="one of the registered backbones")
     parser.add_argument("--resolution", help="low (224x300), high (450x600) or HxW")
     parser.add_argument("--clinical", action=argparse.BooleanOptionalAction, default=None,
@@ -83,6 +90,7 @@ def _shorthand_overrides(args: argparse.Namespace) -> list[str]:
         "training.jit": args.jit, "training.deterministic": args.deterministic,
         "data.task": args.task, "model.variant": args.variant, "data.crop_dir": args.crop_dir,
         "data.sampling": "balanced" if args.balanced else None,
+        "data.holdout_sources": args.holdout_source, "data.sources_csv": args.sources_csv,
     }
     return [f"{key}={value}" for key, value in pairs.items() if value is not None]
 

@@ -3,7 +3,9 @@
 ``prepare_run_data(config, workdir)`` loads and validates the dataset (the phantom dataset,
 generated once into a cache folder, when ``data.data_dir`` is empty), writes or re-reads the
 run's ``splits.csv`` and ``clinical_encoding.json``, and returns a ``RunData`` from which the
-training and validation ``tf.data`` pipelines and the model are made.
+training and validation ``tf.data`` pipelines and the model are made. Its ``provenance``
+says what the images were (real or SYNTHETIC, their source sizes, how many the model input
+enlarges); the run saves it as ``data.json`` for reports, TensorBoard and predict.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dermnet.data.pipeline import (
     build_epoch_dataset,
     compute_class_weights,
 )
+from dermnet.data.provenance import describe_images, read_sources, upsampling_notice
 from dermnet.data.vocabulary import CLASSES
 from dermnet.training.losses import SmoothedSparseCrossentropy
 from dermnet.training.metrics import BalancedAccuracy, MacroAUC
@@ -67,15 +70,18 @@ class RunData:
     encoder: ClinicalEncoder          # fitted on the training rows
     synthetic: bool                   # True for the phantom dataset
     class_names: tuple[str, ...] = CLASSES
+    holdout: pd.DataFrame | None = None  # held-out source collections (data.holdout_sources)
+    provenance: dict = dataclasses.field(default_factory=dict)  # provenance.describe_images
 
     @property
     def num_training(self) -> int:
         return len(self.training)
 
     def describe(self) -> str:
-        label = "SYNTHETIC phantom data" if self.synthetic else "data"
+        label = "SYNTHETIC phantom data" if self.synthetic else "REAL images"
+        held = "" if self.holdout is None else f", {len(self.holdout)} held-out-source"
         return (f"{label} {self.data_dir}: {len(self.training)} training, "
-                f"{len(self.validation)} validation, {len(self.test)} test images")
+                f"{len(self.validation)} validation, {len(self.test)} test{held} images")
 
     def clinical(self, frame: pd.DataFrame, config: Config):
         return self.encoder.transform(frame) if config.data.clinical else None
@@ -89,7 +95,8 @@ class RunData:
             clinical_features=self.encoder.num_features if config.data.clinical else None,
             weights=model.weights, dropout=model.dropout, clinical_units=model.clinical_units,
             clinical_dropout=model.clinical_dropout,
-            clinical_mask_rate=model.clinical_mask_rate)
+            clinical_mask_rate=model.clinical_mask_rate,
+            colour_constancy=model.colour_constancy)
 
     def targets(self, frame: pd.DataFrame) -> np.ndarray:
         """What the model learns for ``frame``'s rows: class indices."""
@@ -120,23 +127,38 @@ def prepare_run_data(config: Config, workdir: Path, log=print) -> RunData:
         return prepare_photo_run_data(config, workdir, log)
     data_dir = resolve_data_dir(config, log)
     dataset = load_ham10000(data_dir, check_images="header")
-    splits = _load_or_make_splits(config, dataset.frame, workdir / "splits.csv")
+    frame = dataset.frame
+    if config.data.sources_csv:
+        frame = read_sources(frame, config.data.sources_csv)
+    splits = _load_or_make_splits(config, frame, workdir / "splits.csv")
     training_ids, validation_ids = splitting.select_fold(splits, config.data.fold)
-    frame = dataset.frame.set_index("image_id", drop=False)
-    test_ids = splits.loc[splits["fold"] == splitting.TEST, "image_id"]
+    frame = frame.set_index("image_id", drop=False)
     training = frame.loc[training_ids].reset_index(drop=True)
     if config.data.sampling == "balanced":
         # Oversampled rows repeat images; the encoder below still sees each image once.
         training = make_balanced(training, seed=config.data.split_seed, column="dx")
-    encoding_path = workdir / "clinical_encoding.json"
-    if encoding_path.exists():
-        encoder = load_clinical_encoder(encoding_path)
-    else:
-        encoder = fit_clinical_encoder(frame.loc[training_ids])
-        encoder.save_json(encoding_path)
+    encoder = _load_or_fit_encoder(workdir / "clinical_encoding.json", frame.loc[training_ids])
     synthetic = bool("dataset" in frame and (frame["dataset"] == "phantom").all())
+    provenance = describe_images(dataset, config.data.image_size, synthetic)
+    if upsampling_notice(provenance):
+        log(upsampling_notice(provenance))
     return RunData(data_dir, training, frame.loc[validation_ids].reset_index(drop=True),
-                   frame.loc[test_ids].reset_index(drop=True), encoder, synthetic)
+                   _partition(frame, splits, splitting.TEST), encoder, synthetic,
+                   holdout=_partition(frame, splits, splitting.HOLDOUT) if
+                   config.data.holdout_sources else None, provenance=provenance)
+
+
+def _partition(frame: pd.DataFrame, splits: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The rows of ``frame`` (indexed by image_id) that ``splits`` puts in ``name``."""
+    return frame.loc[splits.loc[splits["fold"] == name, "image_id"]].reset_index(drop=True)
+
+
+def _load_or_fit_encoder(path: Path, training: pd.DataFrame) -> ClinicalEncoder:
+    if path.exists():
+        return load_clinical_encoder(path)
+    encoder = fit_clinical_encoder(training)
+    encoder.save_json(path)
+    return encoder
 
 
 def _load_or_make_splits(config: Config, frame: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -148,14 +170,16 @@ def _load_or_make_splits(config: Config, frame: pd.DataFrame, path: Path) -> pd.
         return splits
     data = config.data
     splits = splitting.make_splits(frame, folds=data.folds, test_fraction=data.test_fraction,
-                                   seed=data.split_seed, by=data.split_by)
+                                   seed=data.split_seed, by=data.split_by,
+                                   holdout_sources=tuple(data.holdout_sources))
     splitting.save_splits(splits, path)
     return splits
 
 
 def _pipeline_config(config: Config, global_batch: int) -> PipelineConfig:
     data = config.data
-    return PipelineConfig(image_size=tuple(data.image_size), batch_size=global_batch,
+    return PipelineConfig(image_size=tuple(data.image_size), resize=data.resize,
+                          batch_size=global_batch,
                           cache=data.cache, augment=data.augment, seed=config.training.seed,
                           deterministic=True)
 

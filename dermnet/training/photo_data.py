@@ -55,6 +55,8 @@ class PhotoRunData:
     tasks: tuple = photos.TASKS       # (negative, positive) diagnosis pairs
     class_names: tuple = ()           # no single softmax: no confusion-matrix callback
     encoder: None = None              # photos carry no clinical vector
+    holdout: None = None              # no held-out source collections for photos
+    provenance: dict = dataclasses.field(default_factory=dict)  # not recorded for photos
 
     @property
     def num_training(self) -> int:

@@ -2,6 +2,8 @@
 
     workdir/
       config.json  clinical_encoding.json  splits.csv     what the run was and saw
+      data.json                                            the images: real or SYNTHETIC,
+                                                           source sizes, upsampling
       history.csv                                          one row per epoch
       tb/                                                  TensorBoard logs
       model.keras  saved_model/                            the best epoch's model
@@ -29,6 +31,7 @@ import keras
 import numpy as np
 
 from dermnet.config import Config, config_to_dict, load_config, save_config
+from dermnet.data.provenance import describe_provenance
 from dermnet.models.classifier import set_batchnorm_momentum, set_batchnorm_synchronized
 from dermnet.training import callbacks as monitoring
 from dermnet.training.checkpoints import (
@@ -94,8 +97,9 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, overwrite: bool =
     _prepare_workdir(workdir, config, overwrite)
     _set_up_runtime(config)
     log(f"run {workdir}: {_describe_model(config)}; {describe_strategy(strategy)}")
-    data = prepare_run_data(config, workdir)
+    data = prepare_run_data(config, workdir, log)
     log(data.describe())
+    _record_provenance(data, workdir)
     start = time.perf_counter()
     model = None
     for phase in plan_phases(config):
@@ -105,6 +109,14 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, overwrite: bool =
                 f"{config.training.patience} epochs")
             break
     return _finish(model, config, data, workdir, time.perf_counter() - start, log)
+
+
+def _record_provenance(data: RunData, workdir: Path) -> None:
+    """data.json beside the model, and the same line in TensorBoard's text tab."""
+    if not data.provenance:  # clinical-photo runs describe their photos in the log only
+        return
+    write_json_atomic(workdir / "data.json", data.provenance)
+    monitoring.log_text(str(workdir / "tb"), "data", describe_provenance(data.provenance))
 
 
 def _describe_model(config: Config) -> str:
