@@ -47,6 +47,15 @@ def test_overrides_parse_by_field_type():
     assert config.model.clinical_units == (32, 16)
 
 
+def test_word_tuples_are_not_split_at_the_letter_x():
+    """A size reads 96x128, but a source collection named vidir_molemax is one word."""
+    config = apply_overrides(make_config("smoke"), [
+        "data.holdout_sources=rosendahl,vidir_molemax", "data.resize=crop",
+        "model.colour_constancy=shades_of_gray"])
+    assert config.data.holdout_sources == ("rosendahl", "vidir_molemax")
+    assert (config.data.resize, config.model.colour_constancy) == ("crop", "shades_of_gray")
+
+
 @pytest.mark.parametrize("override, message", [
     ("training.epoch=5", "unknown config key 'training.epoch'"),
     ("trainer.epochs=5", "Config has no field 'trainer'"),
@@ -58,6 +67,8 @@ def test_overrides_parse_by_field_type():
     ("training.optimizer=rmsprop", "optimizer must be one of adam, adamw, sgd"),
     ("data.fold=5", "fold must be in 0..4"),
     ("no-equals-sign", "expected section.field=value"),
+    ("data.resize=pad", "resize must be one of stretch, crop"),
+    ("model.colour_constancy=grey", "colour_constancy must be one of none, shades_of_gray"),
 ])
 def test_bad_overrides_are_rejected_with_the_key(override, message):
     with pytest.raises(ValueError, match=message):
