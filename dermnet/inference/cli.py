@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> str:
     predictor = predict.load_predictor(args.model)
     paths = [Path(image) for image in args.images]
     clinical = _clinical_rows(args, predictor, paths)
-    inputs = predictor.make_inputs(predict.read_images(paths, predictor.image_size), clinical)
+    inputs = predictor.make_inputs(predictor.read_images(paths), clinical)
     probabilities = predictor.predict_inputs(inputs)
     top = predict.compute_top_k(probabilities, args.top_k)
     gradcams = [None] * len(paths)
@@ -99,8 +99,12 @@ def run(args: argparse.Namespace) -> str:
         classes = [predictor.class_names.index(args.gradcam_class) if args.gradcam_class
                    else int(row[0]) for row in top]
         gradcams = _write_gradcams(predictor, paths, inputs, classes, args.gradcam)
-    records = make_records(args.images, probabilities, top, predictor.class_names, gradcams)
-    return json.dumps(records, indent=2) + "\n" if args.json else format_records(records)
+    records = make_records(args.images, probabilities, top, predictor.class_names, gradcams,
+                           predictor.describe_training_data())
+    if args.json:
+        return json.dumps(records, indent=2) + "\n"
+    return f"model {args.model}: {predictor.describe_training_data()}\n\n" + format_records(
+        records)
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -159,9 +163,11 @@ def make_gradcam_paths(paths: list[Path], class_codes: list[str], out_dir: Path)
     return targets
 
 
-def make_records(images: list[str], probabilities, top, class_names, gradcams) -> list[dict]:
+def make_records(images: list[str], probabilities, top, class_names, gradcams,
+                 trained_on: str = "") -> list[dict]:
     """One JSON-ready dict per image: image (as given), probabilities by class, the top-k
-    classes with their names, and the Grad-CAM file (or None)."""
+    classes with their names, the Grad-CAM file (or None) and what the model was trained on
+    (real or SYNTHETIC images, so no phantom model's output passes for a real one)."""
     records = []
     for image, row, ranked, gradcam in zip(images, probabilities, top, gradcams):
         records.append({
@@ -171,6 +177,7 @@ def make_records(images: list[str], probabilities, top, class_names, gradcams) -
                        "name": CLASS_NAMES.get(class_names[index], class_names[index]),
                        "probability": float(row[index])} for index in ranked],
             "gradcam": gradcam,
+            "trained_on": trained_on,
         })
     return records
 

@@ -31,12 +31,15 @@ import pandas as pd
 import tensorflow as tf
 
 from dermnet.data.clinical import ClinicalEncoder, load_clinical_encoder
+from dermnet.config import RESIZE_MODES
 from dermnet.data.pipeline import decode_image
+from dermnet.data.provenance import describe_provenance
 from dermnet.data.vocabulary import AGE_RANGE, CLASSES, LOCALIZATIONS, SEXES
 
 MODEL_FILENAME = "model.keras"
 ENCODING_FILENAME = "clinical_encoding.json"
 CONFIG_FILENAME = "config.json"
+DATA_FILENAME = "data.json"  # what the run trained on (dermnet.data.provenance)
 CLINICAL_COLUMNS = ("age", "sex", "localization")
 CSV_COLUMNS = ("image", *CLINICAL_COLUMNS)
 
@@ -65,6 +68,8 @@ class Predictor:
     encoder: ClinicalEncoder | None  # the run's clinical encoding; None: image-only model
     class_names: tuple[str, ...]     # class codes in output order
     image_size: tuple[int, int]      # (H, W) of the model's image input
+    resize: str = "stretch"          # the run's data.resize: how another aspect is fitted
+    provenance: dict | None = None   # the run's data.json; None: unknown (a bare model)
 
     @property
     def needs_clinical(self) -> bool:
@@ -73,8 +78,17 @@ class Predictor:
     def predict(self, images: list[Path], clinical: pd.DataFrame | None = None) -> np.ndarray:
         """Probabilities float32 [N, classes] for image files (all read before any predicted)
         and, for a clinical model, their clinical rows (columns age, sex, localization)."""
-        return self.predict_inputs(self.make_inputs(read_images(images, self.image_size),
-                                                    clinical))
+        return self.predict_inputs(self.make_inputs(self.read_images(images), clinical))
+
+    def read_images(self, paths) -> np.ndarray:
+        """uint8 [N, H, W, 3] for the model, decoded and fitted as in its training run."""
+        return read_images(paths, self.image_size, self.resize)
+
+    def describe_training_data(self) -> str:
+        """What the model was trained on, in one line (real or SYNTHETIC images, sizes)."""
+        if self.provenance is None:
+            return "trained on images of unknown provenance (no data.json beside the model)"
+        return f"trained on {describe_provenance(self.provenance)}"
 
     def make_inputs(self, pixels: np.ndarray, clinical: pd.DataFrame | None = None) -> dict:
         """The model's input dict for uint8 pixels [N, H, W, 3] and clinical rows."""
@@ -116,7 +130,31 @@ def load_predictor(path: str | Path) -> Predictor:
         raise InputFileError(f"{model_path}: the model has {classes} outputs; expected "
                              f"{len(CLASSES)} ({', '.join(CLASSES)})")
     encoder = _load_encoder(model, model_path) if "clinical" in names else None
-    return Predictor(model, encoder, CLASSES, _image_size(model, model_path))
+    return Predictor(model, encoder, CLASSES, _image_size(model, model_path),
+                     _run_resize(model_path), _read_provenance(model_path))
+
+
+def _run_resize(model_path: Path) -> str:
+    """The run's data.resize from config.json beside the model; "stretch" (every run before
+    the option existed) when there is none."""
+    try:
+        payload = json.loads((model_path.parent / CONFIG_FILENAME).read_text())
+        resize = payload["data"].get("resize", "stretch")
+    except (OSError, ValueError, KeyError, AttributeError):
+        return "stretch"
+    if resize not in RESIZE_MODES:
+        raise InputFileError(f"{model_path.parent / CONFIG_FILENAME}: data.resize {resize!r} "
+                             f"is not one of {', '.join(RESIZE_MODES)}")
+    return resize
+
+
+def _read_provenance(model_path: Path) -> dict | None:
+    path = model_path.parent / DATA_FILENAME
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return payload if isinstance(payload, dict) and "kind" in payload else None
 
 
 def _locate_model(path: Path) -> Path:
@@ -177,13 +215,13 @@ def _image_size(model: keras.Model, model_path: Path) -> tuple[int, int]:
 # --- images --------------------------------------------------------------------------------
 
 
-def read_images(paths, image_size: tuple[int, int]) -> np.ndarray:
+def read_images(paths, image_size: tuple[int, int], resize: str = "stretch") -> np.ndarray:
     """uint8 [N, H, W, 3] decoded and resized as in training. Every file is tried before
     anything is returned; ``ImageReadError`` names each file that failed and why."""
     pixels, problems = [], {}
     for path in map(Path, paths):
         try:
-            pixels.append(decode_image_file(path, image_size))
+            pixels.append(decode_image_file(path, image_size, resize))
         except ImageReadError as error:
             problems.update(error.problems)
     if problems:
@@ -191,15 +229,17 @@ def read_images(paths, image_size: tuple[int, int]) -> np.ndarray:
     return np.stack(pixels)
 
 
-def decode_image_file(path: Path, image_size: tuple[int, int] | None = None) -> np.ndarray:
-    """One image as uint8 [H, W, 3]: resized to ``image_size`` as in training, or at its own
-    size when None. Grey and RGBA images become RGB (the alpha channel is dropped)."""
+def decode_image_file(path: Path, image_size: tuple[int, int] | None = None,
+                      resize: str = "stretch") -> np.ndarray:
+    """One image as uint8 [H, W, 3]: fitted to ``image_size`` as in training (``resize``:
+    the run's data.resize), or at its own size when None. Grey and RGBA images become RGB
+    (the alpha channel is dropped)."""
     contents = read_image_bytes(path)
     try:
         if image_size is None:
             image = tf.io.decode_image(contents, channels=3, expand_animations=False)
         else:
-            image = decode_image(contents, tuple(image_size))
+            image = decode_image(contents, tuple(image_size), resize)
     except tf.errors.OpError as error:
         raise ImageReadError({path: f"not a readable image ({_op_message(error)})"}) from None
     return image.numpy()

@@ -34,7 +34,9 @@ def test_text_lists_the_top_k_classes_of_each_image(capsys, image_run, images):
                                 "2")
     assert status == 0, err
     probabilities = load_predictor(image_run).predict([images["jpeg"], images["png"]])
-    blocks = out.strip().split("\n\n")
+    header, *blocks = out.strip().split("\n\n")
+    assert header == (f"model {image_run}: trained on images of unknown provenance (no "
+                      "data.json beside the model)")
     assert [block.splitlines()[0] for block in blocks] == [str(images["jpeg"]),
                                                           str(images["png"])]
     for block, row in zip(blocks, probabilities):
@@ -53,7 +55,7 @@ def test_json_lists_probabilities_top_k_and_gradcam(capsys, image_run, images):
     assert [record["image"] for record in records] == [str(images["jpeg"]),
                                                       str(images["grey"])]
     for record in records:
-        assert set(record) == {"image", "probabilities", "top_k", "gradcam"}
+        assert set(record) == {"image", "probabilities", "top_k", "gradcam", "trained_on"}
         assert list(record["probabilities"]) == list(CLASSES)
         assert sum(record["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
         assert record["gradcam"] is None
@@ -143,7 +145,7 @@ def test_clinical_csv_without_a_row_for_an_image_exits_2_naming_it(capsys, clini
 def test_clinical_options_for_an_image_model_are_ignored_with_a_warning(capsys, image_run,
                                                                          images):
     status, out, err = run_main(capsys, image_run, images["jpeg"], "--age", "45")
-    assert status == 0 and out.startswith(str(images["jpeg"]))
+    assert status == 0 and out.split("\n\n")[1].startswith(str(images["jpeg"]))
     assert "predict.py: warning: this model uses no clinical data" in err
 
 
@@ -222,3 +224,41 @@ def test_predict_py_on_a_smoke_run(smoke_run, images, tmp_path):
     assert "Traceback" not in failed.stderr
     assert re.search(rf"predict.py: error: {re.escape(str(images['truncated']))}: not a "
                      "readable image", failed.stderr)
+
+
+def test_provenance_of_a_run_trained_on_real_upsampled_images(capsys, image_run, images,
+                                                              tmp_path):
+    """data.json beside the model: the text header and every JSON record say the model was
+    trained on REAL images and that they were upsampled to its input."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(image_run, run)
+    (run / "data.json").write_text(json.dumps({
+        "kind": "real", "data_dir": "/data/ham10000_200x150", "images": 10015,
+        "source_sizes": [{"width": 20, "height": 15, "images": 10015}],
+        "input_size": [32, 40], "upsampled_images": 10015, "sources": {}}))
+    status, out, err = run_main(capsys, run, images["jpeg"])
+    assert status == 0, err
+    assert out.splitlines()[0] == (f"model {run}: trained on REAL images from "
+                                   "/data/ham10000_200x150 (10,015; 20x15), 10,015 of them "
+                                   "UPSAMPLED to the 32x40 model input")
+    status, out, err = run_main(capsys, run, images["jpeg"], "--json")
+    assert json.loads(out)[0]["trained_on"].startswith("trained on REAL images from /data/")
+
+
+def test_a_crop_run_fits_other_aspects_by_centre_crop(image_run, images, tmp_path):
+    """config.json's data.resize reaches predict: a crop run sees the centred window."""
+    import shutil
+
+    from dermnet.data.pipeline import decode_image
+
+    run = tmp_path / "run"
+    shutil.copytree(image_run, run)
+    (run / "config.json").write_text(json.dumps({"data": {"resize": "crop"}}))
+    predictor = load_predictor(run)
+    assert predictor.resize == "crop"
+    square = images["png"]  # 97x131: not the 32x40 input's 4:5 aspect
+    expected = decode_image(square.read_bytes(), (32, 40), "crop").numpy()
+    np.testing.assert_array_equal(predictor.read_images([square])[0], expected)
+    assert not np.array_equal(expected, decode_image(square.read_bytes(), (32, 40)).numpy())
