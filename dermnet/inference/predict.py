@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from dermnet.data.clinical import ClinicalEncoder, load_clinical_encoder
 from dermnet.config import RESIZE_MODES
+from dermnet.data.clinical import ClinicalEncoder, load_clinical_encoder
 from dermnet.data.pipeline import decode_image
 from dermnet.data.provenance import describe_provenance
 from dermnet.data.vocabulary import AGE_RANGE, CLASSES, LOCALIZATIONS, SEXES
