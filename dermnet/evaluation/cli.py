@@ -1,6 +1,7 @@
 """The ``evaluate.py`` command line: one run's figures, comparisons, reader studies.
 
     evaluate.py RUN_DIR [--split test|val|fold] [--data-dir DIR] [--tta N] [--out DIR]
+    evaluate.py RUN_DIR --external DATA_DIR [--tta N] [--out DIR]   another image bank
     evaluate.py compare RUN_DIR... [--by backbone,resolution,clinical] --out REPORT
     evaluate.py readers ANSWERS_CSV --truth METADATA_CSV [--model-run RUN_DIR] --out REPORT
 
@@ -25,7 +26,11 @@ def main(argv: list[str] | None = None) -> int:
         return reader_cli.main(argv[1:])
     if argv and argv[0] == "compare":
         return _compare(make_compare_parser().parse_args(argv[1:]))
-    return _evaluate(make_parser().parse_args(argv))
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if args.external is not None:
+        return _evaluate_external(args, parser)
+    return _evaluate(args)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -35,16 +40,25 @@ def make_parser() -> argparse.ArgumentParser:
         prog="evaluate.py", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="a finished training run directory")
-    parser.add_argument("--split", choices=SPLITS, default="test",
+    scored = parser.add_mutually_exclusive_group()
+    # No default here: argparse must see whether --split was given, to refuse it beside
+    # --external; _evaluate reads a missing --split as "test".
+    scored.add_argument("--split", choices=SPLITS,
                         help="test: the held-out test split (default); val or fold: the "
                              "run's validation fold")
+    scored.add_argument("--external", type=Path, metavar="DATA_DIR",
+                        help="score every image of ANOTHER image bank in the HAM10000 layout "
+                             "(HAM10000_metadata.csv with image_id and dx at least; classes "
+                             "a subset of the seven) into RUN_DIR/external-<name>/")
     parser.add_argument("--data-dir", type=Path,
                         help="the dataset, when it moved since training (default: the "
                              "run's own, or the phantom dataset)")
     parser.add_argument("--tta", type=int, default=1, metavar="N",
                         help=f"average over N fixed flips/rotations, 1-{MAX_TTA} (default 1)")
     parser.add_argument("--out", type=Path, help="output folder (default: RUN_DIR for the "
-                                                 "test split, RUN_DIR/evaluation-val else)")
+                                                 "test split, RUN_DIR/evaluation-val for the "
+                                                 "validation fold, RUN_DIR/external-<name of "
+                                                 "DATA_DIR> for --external)")
     parser.add_argument("--pair", action="append", metavar="POS:NEG",
                         help="binary task between two classes (repeatable; default mel:nv)")
     parser.add_argument("--resamples", type=int, default=2000,
@@ -52,6 +66,12 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--no-runtime", action="store_true",
                         help="skip the runtime-per-image measurement")
+    parser.add_argument("--no-lesion-focus", action="store_true",
+                        help="skip the share of Grad-CAM energy inside the lesion (measured "
+                             "by default when the data folder has lesion masks in masks/)")
+    parser.add_argument("--lesion-focus-limit", type=int, metavar="N",
+                        help="measure the lesion focus on N images drawn from the split, for "
+                             "speed (default: all)")
     return parser
 
 
@@ -73,9 +93,29 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     try:
         pairs = tuple(_parse_pair(text) for text in args.pair) if args.pair else DEFAULT_PAIRS
-        evaluate_run(args.run_dir, args.split, data_dir=args.data_dir, tta=args.tta,
+        evaluate_run(args.run_dir, args.split or "test", data_dir=args.data_dir, tta=args.tta,
                      out=args.out, pairs=pairs, n_resamples=args.resamples, seed=args.seed,
-                     runtime=not args.no_runtime)
+                     runtime=not args.no_runtime, lesion_focus=not args.no_lesion_focus,
+                     lesion_focus_limit=args.lesion_focus_limit)
+    except (EvaluationError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _evaluate_external(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    # --data-dir and --pair describe the run's own data; on another bank they would be
+    # silently meaningless, so they are usage errors.
+    for option, value in (("--data-dir", args.data_dir), ("--pair", args.pair)):
+        if value is not None:
+            parser.error(f"argument {option}: not allowed with argument --external")
+    from dermnet.evaluation.external import evaluate_external
+    from dermnet.evaluation.predictions import EvaluationError
+
+    try:
+        evaluate_external(args.run_dir, args.external, tta=args.tta, out=args.out,
+                          n_resamples=args.resamples, seed=args.seed,
+                          runtime=not args.no_runtime)
     except (EvaluationError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

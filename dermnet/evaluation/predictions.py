@@ -20,9 +20,12 @@ import pandas as pd
 import tensorflow as tf
 
 from dermnet.config import Config, load_config
+from dermnet.data.provenance import describe_provenance
 from dermnet.training.data import RunData, make_evaluation_dataset, prepare_run_data
 
-SPLITS = ("test", "val", "fold")  # "fold" is the run's validation fold, the same rows as "val"
+# "fold" is the run's validation fold, the same rows as "val"; "holdout" the source
+# collections a leave-one-source-out run never trained on (data.holdout_sources).
+SPLITS = ("test", "val", "fold", "holdout")
 # Test-time augmentation: fixed, label-preserving transforms of a dermoscopic image (no
 # orientation is privileged). Rotations keep the H x W shape, so only 180 degrees (both
 # flips) and small angles with reflected borders qualify for non-square inputs.
@@ -42,7 +45,7 @@ class Evaluation:
     config: Config
     data: RunData
     model: keras.Model
-    split: str                 # "test" or "val"
+    split: str                 # "test", "val" or "holdout"
     frame: pd.DataFrame        # the split's rows: image_id, lesion_id, dx, label, path, ...
 
     @property
@@ -73,13 +76,22 @@ def load_evaluation(run_dir: str | Path, split: str = "test", data_dir: str | Pa
         config = dataclasses.replace(config, data=dataclasses.replace(
             config.data, data_dir=str(data_dir)))
     data = prepare_run_data(config, run_dir, log=lambda message: None)
-    frame = data.test if split == "test" else data.validation
+    frame = _split_rows(data, split, run_dir)
     if frame.empty:
         raise EvaluationError(f"{run_dir}: the {split} split has no images")
-    log(f"{'SYNTHETIC phantom data' if data.synthetic else 'data'} {data.data_dir}: "
+    log(f"{describe_provenance(data.provenance) if data.provenance else data.data_dir}: "
         f"{len(frame)} {split} images")
     return Evaluation(run_dir, config, data, load_model(run_dir / "model.keras"),
                       "val" if split == "fold" else split, frame)
+
+
+def _split_rows(data: RunData, split: str, run_dir: Path) -> pd.DataFrame:
+    if split == "holdout":
+        if data.holdout is None:
+            raise EvaluationError(f"{run_dir}: this run held out no source collection (train "
+                                  "with --set data.holdout_sources=NAME for a holdout split)")
+        return data.holdout
+    return data.test if split == "test" else data.validation
 
 
 def _require(run_dir: Path, name: str) -> None:

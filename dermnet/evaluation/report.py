@@ -1,11 +1,13 @@
 """What a person reads after ``evaluate.py RUN_DIR``: the per-class table (the papers'
 supplementary tables: TPR, TNR and geometric mean per class), a short summary, the ISIC
-prediction file, and the confusion-matrix and ROC plots. Inputs are the ``metrics.json``
+prediction file, the confusion-matrix and ROC plots, and where the model looks (the share of
+Grad-CAM energy inside the lesion, from ``lesion_focus``). Inputs are the ``metrics.json``
 dictionary of ``stats.compute_evaluation`` and plain arrays; matplotlib draws off-screen.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +72,65 @@ def format_summary(metrics: dict, title: str) -> str:
         if key in metrics:
             lines.append(f"- {label}: {format_interval(metrics[key], 3)}")
     lines += ["", to_markdown(class_table(metrics))]
+    if "overall" in metrics.get("lesion_focus", {}):  # absent, or skipped without masks
+        lines += ["", format_lesion_focus(metrics["lesion_focus"])]
     return "\n".join(lines)
+
+
+def format_lesion_focus(focus: dict) -> str:
+    """Markdown: the share of Grad-CAM energy inside the lesion, for all images and each
+    true class, against chance (the lesion's area fraction), said plainly either way."""
+    lines = ["### Where the model looks: Grad-CAM energy inside the lesion", "",
+             f"Grad-CAM of the {focus['explained_class']} class against the lesion masks, by "
+             "true class; chance: the lesion's share of the image (what a uniform heatmap "
+             f"would give); {round(focus['confidence'] * 100)}% lesion-bootstrap intervals.",
+             ""]
+    for name, entry in (("all images", focus["overall"]), *focus["per_class"].items()):
+        if entry["n"]:
+            lines.append(f"- {format_focus_line(name, entry)}")
+    return "\n".join(lines + _focus_notes(focus))
+
+
+def format_focus_line(name: str, entry: dict) -> str:
+    """``mel: 38% (31-45%) of Grad-CAM energy inside the lesion (chance 31%, ...)``."""
+    share, chance = entry["energy_inside"], entry["lesion_area_fraction"]
+    interval = "" if _missing(share["low"]) else f" ({share['low']:.0%}-{share['high']:.0%})"
+    ratio = "" if _missing(entry["ratio_to_chance"]) else \
+        f", {entry['ratio_to_chance']:.1f}x chance per image"
+    return (f"{name}: {share['value']:.0%}{interval} of Grad-CAM energy inside the lesion "
+            f"(chance {chance:.0%}{ratio}): {_focus_verdict(share, chance)}; more than half "
+            f"inside for {entry['mostly_inside']:.0%} of {_images(entry['n'])}")
+
+
+def _focus_verdict(share: dict, chance: float) -> str:
+    """Inside or OUTSIDE by the mean share; against chance by the interval, where there is
+    one (a point estimate a hair above chance is no evidence of looking at the lesion)."""
+    where = "mostly inside the lesion" if share["value"] > 0.5 else "mostly OUTSIDE the lesion"
+    low, high = (share["value"], share["value"]) if _missing(share["low"]) else \
+        (share["low"], share["high"])
+    if low > chance:
+        return f"{where}, above chance"
+    if high < chance:
+        return f"{where}, BELOW chance"
+    return f"{where}, no better than chance"
+
+
+def _images(count: int) -> str:
+    return f"{count} image{'' if count == 1 else 's'}"
+
+
+def _focus_notes(focus: dict) -> list[str]:
+    notes = []
+    if focus["num_images"] < focus.get("split_images", focus["num_images"]):
+        notes.append(f"a sample of {focus['num_images']} of the split's "
+                     f"{focus['split_images']} images (--lesion-focus-limit)")
+    if focus["skipped_without_mask"]:
+        notes.append(f"{_images(focus['skipped_without_mask'])} skipped: mask missing or "
+                     "unreadable")
+    if focus["zero_heatmap"]:
+        notes.append(f"{_images(focus['zero_heatmap'])} left out: all-zero heatmap (nothing "
+                     "in the image speaks for the predicted class)")
+    return ["", "; ".join(notes) + "."] if notes else []
 
 
 def to_markdown(frame: pd.DataFrame) -> str:
@@ -135,6 +195,22 @@ def plot_roc(truth: np.ndarray, probabilities: np.ndarray, path: Path, title: st
     axes.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01))
     axes.set_title(_wrap(title), fontsize="medium")
     axes.legend(loc="lower right", fontsize="small", title="class, AUC")
+    _save(figure, path)
+
+
+def plot_image_panels(panels: list[tuple[np.ndarray, str]], path: Path, title: str,
+                      columns: int = 4) -> None:
+    """RGB uint8 images in a grid, each under its caption (lesion_focus.png)."""
+    plt = _pyplot()
+    rows = max(1, math.ceil(len(panels) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows + 0.8),
+                                dpi=120, squeeze=False)
+    for axis in axes.ravel():
+        axis.axis("off")
+    for axis, (image, caption) in zip(axes.ravel(), panels):
+        axis.imshow(image)
+        axis.set_title(caption, fontsize="small")
+    figure.suptitle(_wrap(title), fontsize="medium")
     _save(figure, path)
 
 

@@ -9,6 +9,8 @@ validation fold) or ``out``:
     per_image.csv            image, lesion, truth, prediction, correct, probabilities
     per_class.md / .csv      TPR, TNR, G-mean (and PPV, NPV, F1, AUC) per class
     confusion_matrix.png  roc.png
+    lesion_focus.csv / .png  where the model looks: per image, the share of its Grad-CAM energy
+                             inside the lesion mask (when the data folder has masks/)
 
 Everything is computed before anything is written, and each file is renamed into place, so
 an interrupted evaluation never leaves a half-written or mixed set of files.
@@ -25,6 +27,13 @@ import numpy as np
 from dermnet.config import config_to_dict
 from dermnet.data.vocabulary import CLASSES
 from dermnet.evaluation import report
+from dermnet.evaluation.lesion_focus import (
+    LesionFocus,
+    check_limit,
+    make_example_panels,
+    run_lesion_focus,
+    save_lesion_focus_csv,
+)
 from dermnet.evaluation.metrics import compute_pair_scores
 from dermnet.evaluation.photos import (
     compute_photo_metrics,
@@ -42,22 +51,28 @@ from dermnet.evaluation.predictions import (
 from dermnet.evaluation.stats import compute_binary_evaluation, compute_evaluation, to_json_ready
 
 DEFAULT_PAIRS = (("mel", "nv"),)  # the clinically decisive distinction in HAM10000
+LESION_FOCUS_FILES = ("lesion_focus.csv", "lesion_focus.png")
 
 
 def default_output_dir(run_dir: Path, split: str) -> Path:
-    return run_dir if split == "test" else run_dir / "evaluation-val"
+    return run_dir if split == "test" else run_dir / f"evaluation-{split}"
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", *, data_dir=None, tta: int = 1,
                  out: str | Path | None = None, pairs=DEFAULT_PAIRS, n_resamples: int = 2000,
-                 seed: int = 0, runtime: bool = True, log=print) -> dict:
-    """Predict the split, compute every figure, write the files; returns metrics.json."""
+                 seed: int = 0, runtime: bool = True, lesion_focus: bool = True,
+                 lesion_focus_limit: int | None = None, log=print) -> dict:
+    """Predict the split, compute every figure, write the files; returns metrics.json.
+    ``lesion_focus``: measure where the model looks when the data has lesion masks, on at
+    most ``lesion_focus_limit`` images (None: all)."""
     check_tta(tta)  # before the slow loading
+    check_limit(lesion_focus_limit)
     evaluation = load_evaluation(run_dir, split, data_dir, log)
     # Float64 written with 17 significant digits reads back bit-identical, so anyone
     # re-scoring predictions.csv gets exactly the figures of metrics.json.
     probabilities = predict_split(evaluation, tta, log=log).astype(np.float64)
     photos = _is_photo_run(evaluation)
+    focus = None
     if photos:
         metrics = compute_photo_metrics(evaluation.frame, probabilities, evaluation.data.tasks)
     else:
@@ -67,6 +82,10 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, data_dir=None, tta
         metrics["binary"] = {f"{positive}_vs_{negative}": _binary(evaluation, probabilities,
                                                                   positive, negative)
                              for positive, negative in pairs}
+        if lesion_focus:
+            metrics["lesion_focus"], focus = run_lesion_focus(
+                evaluation, probabilities.argmax(axis=1), limit=lesion_focus_limit,
+                n_resamples=n_resamples, seed=seed, log=log)
     metrics.update(_describe(evaluation, tta))
     if runtime:
         metrics["runtime_ms_per_image"] = measure_runtime(evaluation)
@@ -77,10 +96,13 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, data_dir=None, tta
         log(format_photo_summary(metrics, _title(evaluation)))
         written = "metrics.json predictions.csv per_task.md"
     else:
-        _write_outputs(target, evaluation, probabilities, metrics)
+        _write_outputs(target, evaluation, probabilities, metrics, focus)
         log(report.format_summary(metrics, _title(evaluation)))
         written = ("metrics.json predictions.csv per_image.csv per_class.md per_class.csv "
                    "confusion_matrix.png roc.png")
+        if focus:
+            written += "".join(f" {name}" for name in LESION_FOCUS_FILES
+                               if (target / name).exists())
     log(f"\nwritten to {target}: {written}")
     return metrics
 
@@ -151,7 +173,7 @@ def _commit(staging: Path, target: Path) -> None:
 
 
 def _write_outputs(target: Path, evaluation: Evaluation, probabilities: np.ndarray,
-                   metrics: dict) -> None:
+                   metrics: dict, focus: LesionFocus | None = None) -> None:
     """Write every file into a staging folder, then rename each into ``target``."""
     staging = _staging(target)
     title = _title(evaluation)
@@ -164,4 +186,19 @@ def _write_outputs(target: Path, evaluation: Evaluation, probabilities: np.ndarr
     report.class_table_numbers(metrics).to_csv(staging / "per_class.csv", index=False)
     report.plot_confusion_matrix(metrics, staging / "confusion_matrix.png", title)
     report.plot_roc(evaluation.truth, probabilities, staging / "roc.png", title)
+    _write_lesion_focus(staging, focus, title)
+    written = {path.name for path in staging.iterdir()}
     _commit(staging, target)
+    # Lesion-focus files of an earlier evaluation would contradict this metrics.json.
+    for name in set(LESION_FOCUS_FILES) - written:
+        (target / name).unlink(missing_ok=True)
+
+
+def _write_lesion_focus(staging: Path, focus: LesionFocus | None, title: str) -> None:
+    if focus is None:
+        return
+    save_lesion_focus_csv(focus, staging / "lesion_focus.csv")
+    panels = make_example_panels(focus)
+    if panels:  # none when no image had both a mask and a non-zero heatmap
+        report.plot_image_panels(panels, staging / "lesion_focus.png",
+                                 f"{title}: Grad-CAM of the predicted class, lesion outlined")
