@@ -7,7 +7,8 @@ arrays (paths, integer labels, float clinical rows), not the HAM10000 reader, so
 or dataset can feed it. TensorFlow-specific.
 
 Stages of `build_dataset`, and why in this order:
-    read + decode + resize to uint8 [H, W, 3]   parallel; JPEGs decode at reduced DCT scale
+    read + decode (+ crop to the image's box)   parallel; JPEGs decode at reduced DCT scale;
+      + resize to uint8 [H, W, 3]               optional lesion boxes (see `crop_to_box`)
     cache (memory or file)                      uint8, before anything random: later epochs
                                                 skip decoding; float32 would be 4x larger
     zip with labels / clinical rows             not cached, so a cache never holds stale labels
@@ -69,22 +70,28 @@ class PipelineConfig:
 # --- decoding ------------------------------------------------------------------------------
 
 
-def load_image(path, image_size, resize: str = "stretch"):
+def load_image(path, image_size, resize: str = "stretch", box=None):
     """Read one image file and decode it to uint8 [H, W, 3] of `image_size` (H, W)."""
-    return decode_image(tf.io.read_file(path), image_size, resize)
+    return decode_image(tf.io.read_file(path), image_size, resize, box)
 
 
-def decode_image(contents, image_size, resize: str = "stretch"):
+def decode_image(contents, image_size, resize: str = "stretch", box=None):
     """Decode encoded image bytes (JPEG, PNG, BMP or GIF, told apart by their content, not a
     file name) to uint8 [H, W, 3] of exactly `image_size` (H, W); `resize` as in
-    `resize_image`."""
+    `resize_image`. A `box` (float32 [4]: x0, y0, x1, y1 as fractions, see `crop_to_box`)
+    first cuts the image to that window: a lesion-centred crop."""
     contents = tf.convert_to_tensor(contents, tf.string)
     is_jpeg = tf.equal(tf.strings.substr(contents, 0, 3), b"\xff\xd8\xff")
+    # The box's share of the image: a JPEG decodes at a DCT scale at which the crop, not
+    # only the whole image, still covers image_size.
+    extent = None if box is None else _box_extent(box)
     image = tf.cond(
         is_jpeg,
-        lambda: decode_jpeg(contents, image_size),
+        lambda: decode_jpeg(contents, image_size, extent),
         lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
     )
+    if box is not None:
+        image = crop_to_box(image, box)
     if resize == "crop":
         image = crop_to_aspect(image, image_size)
     elif resize != "stretch":
@@ -106,17 +113,23 @@ def crop_to_aspect(image, image_size):
     return image[top:top + tf.cast(new_height, tf.int32), left:left + tf.cast(new_width, tf.int32)]
 
 
-def decode_jpeg(contents, image_size):
+def decode_jpeg(contents, image_size, extent=None):
     """Decode a JPEG at the smallest DCT scale (1/8, 1/4, 1/2 or 1) that still covers
-    `image_size` in both dimensions: 600x450 -> 224x300 decodes at 1/2, to 300x225."""
+    `image_size` in both dimensions: 600x450 -> 224x300 decodes at 1/2, to 300x225. With
+    `extent` (float64 [2]: the height and width shares of a crop to come), the crop must
+    cover it: the scaled size times the extent."""
     height, width = image_size
     shape = tf.io.extract_jpeg_shape(contents)  # [H, W, C] from the header only
-    # libjpeg's scaled size is ceil(size / ratio). Ratio 1 is the fallback: an image smaller
-    # than the target decodes in full and is then enlarged.
-    fits = [
-        (-(-shape[0] // ratio) >= height) & (-(-shape[1] // ratio) >= width)
-        for ratio in JPEG_RATIOS[:-1]
-    ] + [tf.constant(True)]
+    extent = tf.ones([2], tf.float64) if extent is None else extent
+
+    def covers(ratio):
+        # libjpeg's scaled size is ceil(size / ratio).
+        scaled = tf.cast(-(-shape[:2] // ratio), tf.float64) * extent
+        return (scaled[0] >= height) & (scaled[1] >= width)
+
+    # Ratio 1 is the fallback: an image smaller than the target decodes in full and is then
+    # enlarged.
+    fits = [covers(ratio) for ratio in JPEG_RATIOS[:-1]] + [tf.constant(True)]
     first_fit = tf.argmax(tf.cast(tf.stack(fits), tf.int32), output_type=tf.int32)
 
     def decoder(ratio):
@@ -126,6 +139,33 @@ def decode_jpeg(contents, image_size):
         )
 
     return tf.switch_case(first_fit, [decoder(ratio) for ratio in JPEG_RATIOS])
+
+
+def crop_to_box(image, box):
+    """The window of uint8 [h, w, 3] inside `box` (x0, y0, x1, y1, fractions of w and h, x1
+    and y1 exclusive). Pixel edges are floor(fraction x size + 0.5), computed in float64 from
+    the float32 box, at least one pixel and inside the image: exactly the window of
+    `dermnet.data.lesion_box.box_to_pixels`, whatever size the image decoded at."""
+    shape = tf.shape(image)
+    box = tf.cast(tf.cast(box, tf.float32), tf.float64)
+    top, bottom = _box_edges(box[1], box[3], shape[0])
+    left, right = _box_edges(box[0], box[2], shape[1])
+    return image[top:bottom, left:right]
+
+
+def _box_edges(start, stop, size):
+    """(first, last) pixel edges of [start, stop) on an axis of `size` pixels (int32)."""
+    def edge(fraction):
+        return tf.cast(tf.floor(fraction * tf.cast(size, tf.float64) + 0.5), tf.int32)
+
+    first = tf.clip_by_value(edge(start), 0, size - 1)
+    return first, tf.clip_by_value(tf.maximum(edge(stop), first + 1), first + 1, size)
+
+
+def _box_extent(box):
+    """float64 [2]: the (height, width) shares of the image inside a box."""
+    box = tf.cast(tf.cast(box, tf.float32), tf.float64)
+    return tf.stack([box[3] - box[1], box[2] - box[0]])
 
 
 def resize_image(image, image_size):
@@ -154,12 +194,15 @@ def resize_image(image, image_size):
 # --- the dataset ---------------------------------------------------------------------------
 
 
-def build_dataset(paths, labels, clinical=None, *, config: PipelineConfig, training: bool):
+def build_dataset(paths, labels, clinical=None, *, config: PipelineConfig, training: bool,
+                  boxes=None):
     """A tf.data.Dataset of model batches (see the module docstring) from image file paths,
     integer class labels [N] and optional clinical rows [N, F]. `training` turns on the
     shuffle and, when `config.augment` is set, the augmentation; each new iteration (epoch)
-    reshuffles and redraws them, reproducibly from `config.seed`."""
-    examples = _make_examples(paths, labels, clinical, config)
+    reshuffles and redraws them, reproducibly from `config.seed`. `boxes` (float [N, 4]:
+    x0, y0, x1, y1 as fractions of each image, e.g. lesion boxes) crops each image to its
+    box before the resize; None: whole images."""
+    examples = _make_examples(paths, labels, clinical, config, boxes)
     if training:
         buffer = config.shuffle_buffer or len(paths)
         examples = examples.shuffle(buffer, seed=config.seed, reshuffle_each_iteration=True)
@@ -170,12 +213,13 @@ def build_dataset(paths, labels, clinical=None, *, config: PipelineConfig, train
 
 
 def build_epoch_dataset(paths, labels, clinical=None, *, config: PipelineConfig,
-                        first_epoch: int, last_epoch: int):
+                        first_epoch: int, last_epoch: int, boxes=None):
     """Training batches of epochs first_epoch..last_epoch-1 back to back, in one dataset (for
     `model.fit(..., initial_epoch=first_epoch, steps_per_epoch=ceil(N / batch_size))`).
     Epoch e's shuffle and augmentation derive from (config.seed, e) alone, so a run resumed
-    at epoch e sees exactly the batches an uninterrupted run would."""
-    examples = _make_examples(paths, labels, clinical, config)
+    at epoch e sees exactly the batches an uninterrupted run would. `boxes` as in
+    `build_dataset`."""
+    examples = _make_examples(paths, labels, clinical, config, boxes)
     buffer = config.shuffle_buffer or len(paths)
 
     def one_epoch(epoch: int):
@@ -195,15 +239,21 @@ def build_epoch_dataset(paths, labels, clinical=None, *, config: PipelineConfig,
     return _finish(epochs, config, training=True)
 
 
-def _make_examples(paths, labels, clinical, config: PipelineConfig):
-    """Unbatched (uint8 image [H, W, 3], label[, clinical row]) in row order, decoded in
-    parallel and cached after decoding; labels and clinical rows join after the cache."""
+def _make_examples(paths, labels, clinical, config: PipelineConfig, boxes=None):
+    """Unbatched (uint8 image [H, W, 3], label[, clinical row]) in row order, decoded (and
+    cropped to their boxes) in parallel and cached after decoding: a box belongs to its
+    image, so it is applied before the cache; labels and clinical rows join after it."""
     paths, labels, clinical = _check_inputs(paths, labels, clinical, config.num_classes)
-    images = tf.data.Dataset.from_tensor_slices(paths).map(
-        lambda path: load_image(path, config.image_size, config.resize),
-        num_parallel_calls=_parallel_calls(config),
-    )
-    images = _cache(images, config.cache, paths, config.image_size, config.resize)
+    boxes = None if boxes is None else _check_boxes(boxes, len(paths))
+    if boxes is None:
+        images = tf.data.Dataset.from_tensor_slices(paths).map(
+            lambda path: load_image(path, config.image_size, config.resize),
+            num_parallel_calls=_parallel_calls(config))
+    else:
+        images = tf.data.Dataset.from_tensor_slices((paths, boxes)).map(
+            lambda path, box: load_image(path, config.image_size, config.resize, box),
+            num_parallel_calls=_parallel_calls(config))
+    images = _cache(images, config.cache, paths, config.image_size, config.resize, boxes)
     targets = [labels] if clinical is None else [labels, clinical]
     return tf.data.Dataset.zip(images, *map(tf.data.Dataset.from_tensor_slices, targets))
 
@@ -245,16 +295,19 @@ def _to_model_inputs(images, labels, clinical=None, *, config: PipelineConfig):
     return inputs, labels
 
 
-def _cache(images, cache: str, paths, image_size, resize: str = "stretch"):
+def _cache(images, cache: str, paths, image_size, resize: str = "stretch", boxes=None):
     """Cache decoded uint8 images in memory, in files under a path prefix, or not at all.
-    A file cache's name carries a digest of the paths and size, so it is never read back
-    for a different image list or resolution. tf.data completes a cache only when a first
-    epoch runs to its end; a run killed mid-epoch leaves a `.lockfile` to delete by hand."""
+    A file cache's name carries a digest of the paths, size (and boxes), so it is never
+    read back for a different image list, resolution or crop. tf.data completes a cache
+    only when a first epoch runs to its end; a run killed mid-epoch leaves a `.lockfile` to
+    delete by hand."""
     if cache == "none":
         return images
     if cache == "memory":
         return images.cache()
+    # Optional parts join the key only when used: existing caches keep their names.
     key = (list(paths), tuple(image_size)) + ((resize,) if resize != "stretch" else ())
+    key += () if boxes is None else (hashlib.sha1(boxes.tobytes()).hexdigest(),)
     digest = hashlib.sha1(repr(key).encode()).hexdigest()[:12]
     prefix = Path(cache)
     prefix.parent.mkdir(parents=True, exist_ok=True)
@@ -283,6 +336,18 @@ def _check_inputs(paths, labels, clinical, num_classes: int):
         if clinical.ndim != 2 or len(clinical) != len(paths):
             raise ValueError(f"clinical must be [{len(paths)}, F], got {clinical.shape}")
     return paths, labels, clinical
+
+
+def _check_boxes(boxes, count: int) -> np.ndarray:
+    """Boxes as float32 [N, 4] (x0, y0, x1, y1) inside [0, 1] with x0 < x1, y0 < y1; or
+    ValueError."""
+    boxes = np.asarray(boxes, np.float32)
+    if boxes.shape != (count, 4):
+        raise ValueError(f"boxes must be [{count}, 4], got {boxes.shape}")
+    inside = np.isfinite(boxes).all() and boxes.min() >= 0 and boxes.max() <= 1
+    if not inside or (boxes[:, 2] <= boxes[:, 0]).any() or (boxes[:, 3] <= boxes[:, 1]).any():
+        raise ValueError("boxes must be fractions x0 < x1, y0 < y1 within [0, 1]")
+    return boxes
 
 
 def _check_targets(targets: np.ndarray, count: int) -> np.ndarray:

@@ -29,10 +29,12 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from dermnet.data.lesion_box import box_to_pixels
+from dermnet.evaluation.predictions import lesion_box_cache
 from dermnet.evaluation.stats import bootstrap_interval
 from dermnet.inference.gradcam import make_gradcam, make_overlay, upsample_heatmap
 from dermnet.inference.predict import decode_image_file
-from dermnet.training.data import make_evaluation_dataset
+from dermnet.training.data import make_evaluation_dataset, make_lesion_boxes
 
 MASK_FOLDER = "masks"                # beside images/ in the data folder
 MASK_SUFFIX = "_segmentation.png"    # the HAM10000 release's mask names
@@ -76,11 +78,16 @@ def load_mask(path: str | Path) -> np.ndarray | None:
     return None if mask is None else mask > 127
 
 
-def compute_visible_window(frame_size, input_size, resize: str = "stretch") -> tuple:
+def compute_visible_window(frame_size, input_size, resize: str = "stretch", box=None) -> tuple:
     """(rows, columns) slices of the full image frame (H, W) that the pipeline put into the
-    model input of ``input_size``: all of it when stretching; when cropping, the centred
-    window of the input's aspect ratio, rounded as ``dermnet.data.pipeline.crop_to_aspect``."""
+    model input of ``input_size``: the lesion crop ``box`` (data.lesion_crop; fractions, as
+    ``lesion_box.box_to_pixels`` rounds them) when given, else all of it when stretching;
+    when cropping, the centred window of the input's aspect ratio, rounded as
+    ``dermnet.data.pipeline.crop_to_aspect``."""
     height, width = frame_size
+    if box is not None:
+        x0, y0, x1, y1 = box_to_pixels(box, height, width)
+        return slice(y0, y1), slice(x0, x1)
     if resize == "stretch":
         return slice(0, height), slice(0, width)
     if resize != "crop":
@@ -92,10 +99,10 @@ def compute_visible_window(frame_size, input_size, resize: str = "stretch") -> t
 
 
 def map_heatmap_to_frame(heatmap: np.ndarray, frame_size, input_size,
-                         resize: str = "stretch") -> np.ndarray:
+                         resize: str = "stretch", box=None) -> np.ndarray:
     """The inverse of the pipeline's image -> model-input mapping: a heatmap over the model
     input laid onto the full image frame (H, W), bilinear, zero where the model saw nothing."""
-    rows, columns = compute_visible_window(frame_size, input_size, resize)
+    rows, columns = compute_visible_window(frame_size, input_size, resize, box)
     frame = np.zeros(tuple(frame_size), np.float32)
     frame[rows, columns] = upsample_heatmap(heatmap, (rows.stop - rows.start,
                                                       columns.stop - columns.start))
@@ -138,7 +145,8 @@ def compute_heatmaps(evaluation, frame: pd.DataFrame, class_lists: list, batch_s
     gradcam = make_gradcam(evaluation.model)
     config = evaluation.config
     dataset = make_evaluation_dataset(frame, evaluation.data, config,
-                                      batch_size or config.data.batch_size)
+                                      batch_size or config.data.batch_size,
+                                      lesion_box_cache(evaluation))
     start = 0
     for inputs, _ in dataset:
         stop = start + int(inputs["image"].shape[0])
@@ -173,13 +181,15 @@ def _measure_rows(evaluation, frame: pd.DataFrame, classes: list, batch_size) ->
         return [], {}
     names = evaluation.data.class_names
     geometry = (tuple(evaluation.config.data.image_size), evaluation.config.data.resize)
+    boxes = make_lesion_boxes(frame, evaluation.config, lesion_box_cache(evaluation))
+    boxes = [None] * len(frame) if boxes is None else boxes
     records, examples = [], {}
     heatmaps = compute_heatmaps(evaluation, frame, classes, batch_size)
-    for row, predicted, maps in zip(frame.itertuples(), classes[0], heatmaps):
+    for row, predicted, maps, box in zip(frame.itertuples(), classes[0], heatmaps, boxes):
         mask = load_mask(mask_path(evaluation.data.data_dir, row.image_id))
         if mask is None:
             continue  # unreadable: counted as missing by the caller
-        shares, frame_heatmap, area = _measure_image(maps, mask, geometry)
+        shares, frame_heatmap, area = _measure_image(maps, mask, (*geometry, box))
         truth, prediction = names[row.label], names[predicted]
         records.append((row.image_id, row.lesion_id, truth, prediction, *shares[:1], area,
                         *shares[1:]))

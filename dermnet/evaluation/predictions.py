@@ -123,7 +123,14 @@ def check_tta(tta: int) -> None:
 def _dataset(evaluation: Evaluation, batch_size: int | None) -> tf.data.Dataset:
     config = evaluation.config
     return make_evaluation_dataset(evaluation.frame, evaluation.data, config,
-                                   batch_size or config.data.batch_size)
+                                   batch_size or config.data.batch_size,
+                                   lesion_box_cache(evaluation))
+
+
+def lesion_box_cache(evaluation: Evaluation) -> Path | None:
+    """The run directory, whose lesion_boxes.csv (data.lesion_crop) holds its own dataset's
+    boxes by image id; None for another image bank, whose ids may name other images."""
+    return evaluation.run_dir if evaluation.split in SPLITS else None
 
 
 def _verbosity() -> int:

@@ -32,7 +32,8 @@ import tensorflow as tf
 
 from dermnet.config import RESIZE_MODES
 from dermnet.data.clinical import ClinicalEncoder, load_clinical_encoder
-from dermnet.data.pipeline import decode_image
+from dermnet.data.lesion_box import WHOLE_IMAGE, estimate_lesion_boxes
+from dermnet.data.pipeline import crop_to_box, decode_image
 from dermnet.data.provenance import describe_provenance
 from dermnet.data.vocabulary import AGE_RANGE, CLASSES, LOCALIZATIONS, SEXES
 
@@ -69,6 +70,7 @@ class Predictor:
     class_names: tuple[str, ...]     # class codes in output order
     image_size: tuple[int, int]      # (H, W) of the model's image input
     resize: str = "stretch"          # the run's data.resize: how another aspect is fitted
+    lesion_crop: float = 0.0         # the run's data.lesion_crop: > 0 cuts to the lesion box
     provenance: dict | None = None   # the run's data.json; None: unknown (a bare model)
 
     @property
@@ -81,8 +83,19 @@ class Predictor:
         return self.predict_inputs(self.make_inputs(self.read_images(images), clinical))
 
     def read_images(self, paths) -> np.ndarray:
-        """uint8 [N, H, W, 3] for the model, decoded and fitted as in its training run."""
-        return read_images(paths, self.image_size, self.resize)
+        """uint8 [N, H, W, 3] for the model, decoded, cropped and fitted as in its training
+        run (the lesion box estimated the same way when the run cropped to lesions)."""
+        boxes = None
+        if self.lesion_crop:
+            height, width = self.image_size
+            readable = [path for path in map(Path, paths) if path.is_file()]
+            try:
+                estimated, _ = estimate_lesion_boxes(readable, self.lesion_crop, width / height)
+            except ValueError:  # an unreadable file: read_images below names it
+                estimated = np.tile(WHOLE_IMAGE, (len(readable), 1))
+            found = dict(zip(readable, estimated))
+            boxes = np.stack([found.get(Path(path), WHOLE_IMAGE) for path in paths])
+        return read_images(paths, self.image_size, self.resize, boxes)
 
     def describe_training_data(self) -> str:
         """What the model was trained on, in one line (real or SYNTHETIC images, sizes)."""
@@ -130,22 +143,26 @@ def load_predictor(path: str | Path) -> Predictor:
         raise InputFileError(f"{model_path}: the model has {classes} outputs; expected "
                              f"{len(CLASSES)} ({', '.join(CLASSES)})")
     encoder = _load_encoder(model, model_path) if "clinical" in names else None
-    return Predictor(model, encoder, CLASSES, _image_size(model, model_path),
-                     _run_resize(model_path), _read_provenance(model_path))
+    resize, lesion_crop = _run_input_fitting(model_path)
+    return Predictor(model, encoder, CLASSES, _image_size(model, model_path), resize,
+                     lesion_crop, _read_provenance(model_path))
 
 
-def _run_resize(model_path: Path) -> str:
-    """The run's data.resize from config.json beside the model; "stretch" (every run before
-    the option existed) when there is none."""
+def _run_input_fitting(model_path: Path) -> tuple[str, float]:
+    """The run's data.resize and data.lesion_crop from config.json beside the model;
+    ("stretch", 0.0), what every run before the options did, when there is none."""
+    path = model_path.parent / CONFIG_FILENAME
     try:
-        payload = json.loads((model_path.parent / CONFIG_FILENAME).read_text())
-        resize = payload["data"].get("resize", "stretch")
+        data = json.loads(path.read_text())["data"]
+        resize, lesion_crop = data.get("resize", "stretch"), data.get("lesion_crop", 0.0)
     except (OSError, ValueError, KeyError, AttributeError):
-        return "stretch"
+        return "stretch", 0.0
     if resize not in RESIZE_MODES:
-        raise InputFileError(f"{model_path.parent / CONFIG_FILENAME}: data.resize {resize!r} "
-                             f"is not one of {', '.join(RESIZE_MODES)}")
-    return resize
+        raise InputFileError(f"{path}: data.resize {resize!r} is not one of "
+                             f"{', '.join(RESIZE_MODES)}")
+    if not isinstance(lesion_crop, (int, float)) or lesion_crop < 0:
+        raise InputFileError(f"{path}: data.lesion_crop {lesion_crop!r} is not a margin >= 0")
+    return resize, float(lesion_crop)
 
 
 def _read_provenance(model_path: Path) -> dict | None:
@@ -215,13 +232,18 @@ def _image_size(model: keras.Model, model_path: Path) -> tuple[int, int]:
 # --- images --------------------------------------------------------------------------------
 
 
-def read_images(paths, image_size: tuple[int, int], resize: str = "stretch") -> np.ndarray:
-    """uint8 [N, H, W, 3] decoded and resized as in training. Every file is tried before
-    anything is returned; ``ImageReadError`` names each file that failed and why."""
+def read_images(paths, image_size: tuple[int, int], resize: str = "stretch",
+                boxes=None) -> np.ndarray:
+    """uint8 [N, H, W, 3] decoded and resized as in training; ``boxes`` (float [N, 4], e.g.
+    ``lesion_box.estimate_lesion_boxes``' crop boxes) cuts each image to its box first. Every
+    file is tried before anything is returned; ``ImageReadError`` names each file that
+    failed and why."""
+    paths = [Path(path) for path in paths]
+    boxes = [None] * len(paths) if boxes is None else np.asarray(boxes, np.float32)
     pixels, problems = [], {}
-    for path in map(Path, paths):
+    for path, box in zip(paths, boxes, strict=True):
         try:
-            pixels.append(decode_image_file(path, image_size, resize))
+            pixels.append(decode_image_file(path, image_size, resize, box))
         except ImageReadError as error:
             problems.update(error.problems)
     if problems:
@@ -230,16 +252,18 @@ def read_images(paths, image_size: tuple[int, int], resize: str = "stretch") -> 
 
 
 def decode_image_file(path: Path, image_size: tuple[int, int] | None = None,
-                      resize: str = "stretch") -> np.ndarray:
-    """One image as uint8 [H, W, 3]: fitted to ``image_size`` as in training (``resize``:
-    the run's data.resize), or at its own size when None. Grey and RGBA images become RGB
-    (the alpha channel is dropped)."""
+                      resize: str = "stretch", box=None) -> np.ndarray:
+    """One image as uint8 [H, W, 3]: cut to ``box`` (x0, y0, x1, y1 fractions; None: whole)
+    and fitted to ``image_size`` as in training (``resize``: the run's data.resize), or at
+    its own size when None. Grey and RGBA images become RGB (the alpha channel is
+    dropped)."""
     contents = read_image_bytes(path)
     try:
         if image_size is None:
             image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+            image = image if box is None else crop_to_box(image, box)
         else:
-            image = decode_image(contents, tuple(image_size), resize)
+            image = decode_image(contents, tuple(image_size), resize, box)
     except tf.errors.OpError as error:
         raise ImageReadError({path: f"not a readable image ({_op_message(error)})"}) from None
     return image.numpy()

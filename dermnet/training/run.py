@@ -172,8 +172,9 @@ def _run_phase(phase: Phase, config: Config, data: RunData, strategy, workdir: P
         f"lr {phase.learning_rate:g}, {steps} steps of {global_batch}")
     # The stream starts at the epoch BackupAndRestore will resume from, so that epoch k
     # trains on epoch k's batches whether or not the run was interrupted.
-    training = make_training_dataset(data, config, first, phase.last_epoch, global_batch)
-    validation = make_evaluation_dataset(data.validation, data, config, global_batch)
+    training = make_training_dataset(data, config, first, phase.last_epoch, global_batch,
+                                     workdir)
+    validation = make_evaluation_dataset(data.validation, data, config, global_batch, workdir)
     callbacks = _make_callbacks(model, config, data, workdir, phase, training, validation)
     model.fit(training, epochs=phase.last_epoch, initial_epoch=first,
               steps_per_epoch=steps, validation_data=validation, callbacks=callbacks,

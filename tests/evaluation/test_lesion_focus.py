@@ -410,3 +410,15 @@ def test_real_masks_cover_the_darker_lesion(real_dataset):
         shifted_gaps.append(grey[~shifted].mean() - grey[shifted].mean())
     assert len(gaps) == 10 and sum(gap > 0 for gap in gaps) >= 8, gaps
     assert np.mean(gaps) > 2 * np.mean(shifted_gaps), (gaps, shifted_gaps)
+
+
+def test_a_lesion_crop_box_is_the_visible_window():
+    """With data.lesion_crop the model saw only the crop box: (0.25, 0.2, 0.75, 0.8) of a
+    150x200 frame is rows 30..119 and columns 50..149 (floor(f * size + 0.5)), and a heatmap
+    maps onto that window only."""
+    box = np.array([0.25, 0.2, 0.75, 0.8], np.float32)
+    rows, columns = compute_visible_window(FRAME, (112, 150), "stretch", box)
+    assert (rows.start, rows.stop, columns.start, columns.stop) == (30, 120, 50, 150)
+    framed = map_heatmap_to_frame(np.ones((4, 5), np.float32), FRAME, (112, 150), "stretch",
+                                  box)
+    assert framed[30:120, 50:150].min() > 0 and framed.sum() == framed[30:120, 50:150].sum()

@@ -262,3 +262,24 @@ def test_a_crop_run_fits_other_aspects_by_centre_crop(image_run, images, tmp_pat
     expected = decode_image(square.read_bytes(), (32, 40), "crop").numpy()
     np.testing.assert_array_equal(predictor.read_images([square])[0], expected)
     assert not np.array_equal(expected, decode_image(square.read_bytes(), (32, 40)).numpy())
+
+
+def test_a_lesion_crop_run_cuts_each_image_to_its_estimated_lesion(image_run, images,
+                                                                   tmp_path):
+    """config.json's data.lesion_crop reaches predict: the same estimate and crop as the
+    training pipeline's, so a lesion-cropped model sees what it was trained on."""
+    import shutil
+
+    from dermnet.data.lesion_box import estimate_lesion_boxes
+    from dermnet.inference.predict import read_images
+
+    run = tmp_path / "run"
+    shutil.copytree(image_run, run)
+    (run / "config.json").write_text(json.dumps({"data": {"lesion_crop": 0.25}}))
+    predictor = load_predictor(run)
+    assert predictor.lesion_crop == 0.25
+    paths = [images["jpeg"], images["png"]]
+    boxes, _ = estimate_lesion_boxes(paths, 0.25, 40 / 32)
+    np.testing.assert_array_equal(predictor.read_images(paths),
+                                  read_images(paths, (32, 40), "stretch", boxes))
+    assert (boxes != np.array([0, 0, 1, 1], np.float32)).any()
