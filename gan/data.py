@@ -53,7 +53,7 @@ class GanData:
         return len(self.images)
 
     def describe(self) -> str:
-        label = "SYNTHETIC phantom data" if self.synthetic else "data"
+        label = "SYNTHETIC phantom data" if self.synthetic else "REAL images"
         side = self.images.shape[1]
         return f"{label} {self.data_dir}: {len(self)} images, squared to {side}x{side}"
 

@@ -1,0 +1,252 @@
+"""Real HAM10000 images end to end: the runs behind the README's real-data figures.
+
+Each experiment trains and scores with the project's own commands, exactly as a user runs
+them (``train.py``, ``evaluate.py`` in subprocesses), into ``--runs``; a finished run or
+evaluation is not repeated, so an interrupted experiment picks up where it stopped. The
+figures are collected from the runs' own ``metrics.json`` and ``history.csv`` into
+``bench/results/real_ham10000.json`` and printed as Markdown tables.
+
+    python bench/real_ham10000.py cpu-real     # the cpu-real preset, image-only vs clinical
+    python bench/real_ham10000.py dermamnist   # MedMNIST's protocol (28x28, image split) and
+                                               # the same settings on the lesion-grouped split
+    python bench/real_ham10000.py proxy        # leave-rosendahl-out: one change at a time
+    python bench/real_ham10000.py report       # tables of whatever has finished
+
+    options: --data-dir DIR (default $DERMNET_HAM10000_IMAGES or ../shared/data/ham10000_200x150)
+             --sources-csv CSV (the Dataverse metadata with the `dataset` column, for proxy)
+             --runs DIR (default runs/real)  --tta N (default 8)  --dry-run
+
+Every figure comes from real images: HAM10000 at 200x150 (a third of the original 600x450),
+which is the studies' own training data, so no figure here is an external test; the proxy's
+held-out collection (rosendahl, Australia) is the closest this data offers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "bench" / "results" / "real_ham10000.json"
+CURVE_PLOT = ROOT / "docs" / "images" / "real_ham10000_curve.png"
+CLASSES = ("mel", "nv", "bcc", "akiec", "bkl", "df", "vasc")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    name: str                        # folder under --runs
+    train: tuple[str, ...]           # train.py arguments (besides --data-dir and --out)
+    splits: tuple[str, ...] = ("test",)  # evaluate.py --split for each
+    note: str = ""                   # what this run changes, for the tables
+
+
+PROXY = ("--holdout-source", "rosendahl")
+EXPERIMENTS: dict[str, tuple[Run, ...]] = {
+    "cpu-real": (
+        Run("cpu-real-image", ("--preset", "cpu-real"), note="image only"),
+        Run("cpu-real-clinical", ("--preset", "cpu-real", "--clinical"),
+            note="image + age, sex, site"),
+    ),
+    "dermamnist": (
+        Run("dermamnist-image-split", ("--preset", "dermamnist"),
+            note="MedMNIST protocol: 28x28, image-level random 7:1:2 split (leaky)"),
+        Run("dermamnist-lesion-split",
+            ("--preset", "dermamnist", "--set", "data.split_by=lesion"),
+            note="the same settings, lesion-grouped split"),
+    ),
+    # Leave-one-source-out: each step adds one change to the previous kept one.
+    "proxy": (
+        Run("proxy-baseline", ("--preset", "cpu-real", *PROXY), ("test", "holdout"),
+            note="cpu-real preset"),
+        Run("proxy-shades-of-gray", ("--preset", "cpu-real", *PROXY, "--set",
+                                     "model.colour_constancy=shades_of_gray"),
+            ("test", "holdout"), note="+ Shades of Gray colour constancy"),
+    ),
+}
+
+
+def main(argv=None) -> int:
+    args = make_parser().parse_args(argv)
+    names = list(EXPERIMENTS) if args.experiment == "report" else [args.experiment]
+    if args.experiment != "report":
+        for run in EXPERIMENTS[args.experiment]:
+            train_and_score(run, args)
+    results = {name: [collect(run, args) for run in EXPERIMENTS[name]] for name in names}
+    save_results(results, args)
+    for name in names:
+        print(format_table(name, results[name]))
+    plot_curves([row for rows in results.values() for row in rows], CURVE_PLOT)
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("experiment", choices=[*EXPERIMENTS, "report"])
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
+    parser.add_argument("--sources-csv", type=Path, default=SHARED / "HAM10000_metadata.csv",
+                        help="metadata with the `dataset` column (for the proxy)")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "real")
+    parser.add_argument("--tta", type=int, default=8, help="evaluate.py --tta (default 8)")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    return parser
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("DERMNET_HAM10000_IMAGES") or SHARED / "ham10000_200x150")
+
+
+def train_and_score(run: Run, args) -> None:
+    out = args.runs / run.name
+    train = [sys.executable, str(ROOT / "train.py"), *run.train, "--data-dir",
+             str(args.data_dir), "--out", str(out)]
+    if "--holdout-source" in run.train:
+        train += ["--sources-csv", str(args.sources_csv)]
+    if not (out / "finished.json").exists():
+        execute(train, args.dry_run)
+    for split in run.splits:
+        if not (evaluation_dir(out, split) / "metrics.json").exists():
+            execute([sys.executable, str(ROOT / "evaluate.py"), str(out), "--split", split,
+                     "--tta", str(args.tta)], args.dry_run)
+
+
+def execute(command: list[str], dry_run: bool) -> None:
+    print("$ " + " ".join(command), flush=True)
+    if not dry_run:
+        subprocess.run(command, check=True, cwd=ROOT,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+
+def evaluation_dir(run_dir: Path, split: str) -> Path:
+    return run_dir if split == "test" else run_dir / f"evaluation-{split}"
+
+
+# --- collecting ---------------------------------------------------------------------------
+
+
+def collect(run: Run, args) -> dict:
+    """The run's figures from its own files; missing parts are reported as missing."""
+    out = args.runs / run.name
+    row = {"run": run.name, "note": run.note, "train_args": list(run.train),
+           "finished": (out / "finished.json").exists()}
+    if row["finished"]:
+        row["training"] = training_summary(out)
+    for split in run.splits:
+        path = evaluation_dir(out, split) / "metrics.json"
+        if path.exists():
+            row[split] = split_summary(json.loads(path.read_text()))
+    return row
+
+
+def training_summary(run_dir: Path) -> dict:
+    """Training minutes and the curve of validation balanced accuracy against them."""
+    import pandas as pd
+
+    history = pd.read_csv(run_dir / "history.csv").sort_values("epoch")
+    minutes = history["epoch_seconds"].cumsum() / 60 if "epoch_seconds" in history else None
+    finished = json.loads((run_dir / "finished.json").read_text())
+    curve = [] if minutes is None else [
+        {"epoch": int(epoch) + 1, "minutes": round(float(minute), 2),
+         "val_balanced_accuracy": round(float(value), 4)}
+        for epoch, minute, value in zip(history["epoch"], minutes,
+                                        history["val_balanced_accuracy"])]
+    return {"epochs": int(len(history)), "best_epoch": finished["best_epoch"],
+            "training_minutes": None if minutes is None else round(float(minutes.iloc[-1]), 1),
+            "curve": curve}
+
+
+def split_summary(metrics: dict) -> dict:
+    """Headline figures with their intervals, and the per-class TPR / TNR table."""
+    per_class = metrics["per_class"]
+    summary = {"n": metrics["num_images"], "tta": len(metrics.get("tta", [])) or 1}
+    for key in ("accuracy", "balanced_accuracy", "macro_auc"):
+        summary[key] = interval(metrics[key])
+    summary["mel_sensitivity"] = interval(per_class["mel"]["sensitivity"])
+    summary["per_class"] = {code: {"n": per_class[code]["support"],
+                                   "tpr": rounded(per_class[code]["sensitivity"]["value"]),
+                                   "tnr": rounded(per_class[code]["specificity"]["value"]),
+                                   "auc": rounded(per_class[code]["auc"]["value"])}
+                            for code in CLASSES if code in per_class}
+    if "lesion_focus" in metrics and "overall" in metrics["lesion_focus"]:
+        summary["lesion_focus"] = metrics["lesion_focus"]["overall"]
+    return summary
+
+
+def interval(entry: dict) -> dict:
+    return {name: rounded(entry.get(name)) for name in ("value", "low", "high")}
+
+
+def rounded(value, digits: int = 4):
+    return None if value is None else round(float(value), digits)
+
+
+def save_results(results: dict, args) -> None:
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    previous.update(results)
+    previous["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(),
+                           "data_dir": str(args.data_dir)}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(previous, indent=2) + "\n")
+
+
+# --- tables -------------------------------------------------------------------------------
+
+
+def format_table(name: str, rows: list[dict]) -> str:
+    lines = [f"\n## {name}\n", "| run | split | n | minutes | accuracy | balanced accuracy | "
+             "macro AUC | mel sensitivity |", "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        minutes = row.get("training", {}).get("training_minutes")
+        for split in ("test", "holdout"):
+            if split in row:
+                figures = row[split]
+                lines.append(f"| {row['run']} | {split} | {figures['n']} | {minutes} | "
+                             + " | ".join(format_interval(figures[key]) for key in (
+                                 "accuracy", "balanced_accuracy", "macro_auc",
+                                 "mel_sensitivity")) + " |")
+        if not any(split in row for split in ("test", "holdout")):
+            lines.append(f"| {row['run']} | not finished | | | | | | |")
+    return "\n".join(lines)
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    """Validation balanced accuracy against training minutes, one line per finished run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = [(row["run"], row["training"]["curve"]) for row in rows
+              if row.get("training", {}).get("curve")]
+    if not curves:
+        return
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for name, curve in curves:
+        axes.plot([point["minutes"] for point in curve],
+                  [point["val_balanced_accuracy"] for point in curve], marker=".", label=name)
+    axes.set(xlabel="training minutes (2 CPU cores)", ylabel="validation balanced accuracy",
+             title="Real HAM10000 (200x150), lesion-grouped validation fold")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+
+
+def format_interval(entry: dict) -> str:
+    if entry["value"] is None:
+        return "n/a"
+    if entry["low"] is None:
+        return f"{entry['value']:.3f}"
+    return f"{entry['value']:.3f} ({entry['low']:.3f}-{entry['high']:.3f})"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
