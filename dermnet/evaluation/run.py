@@ -126,6 +126,7 @@ def _describe(evaluation: Evaluation, tta: int) -> dict:
     config = evaluation.config
     return {"run_dir": str(evaluation.run_dir), "split": evaluation.split,
             "synthetic": evaluation.data.synthetic, "data_dir": str(evaluation.data.data_dir),
+            "images": evaluation.data.provenance, "split_by": config.data.split_by,
             "tta": list(TTA_TRANSFORMS[:tta]),
             "model": {"backbone": config.model.backbone,
                       "image_size": list(config.data.image_size),
@@ -138,13 +139,17 @@ def _describe(evaluation: Evaluation, tta: int) -> dict:
 def _title(evaluation: Evaluation) -> str:
     config = evaluation.config
     height, width = config.data.image_size
-    label = "SYNTHETIC phantom data, " if evaluation.data.synthetic else ""
     if _is_photo_run(evaluation):
+        label = "SYNTHETIC phantom data, " if evaluation.data.synthetic else ""
         return (f"VGG-16{config.model.variant.upper()} {height}x{width}, "
                 f"{evaluation.data.version} photos: {label}{evaluation.split} split")
+    label = "SYNTHETIC phantom data, " if evaluation.data.synthetic else "REAL images, "
+    # The paper's split leaks lesions into the test set: a figure from it must say so.
+    leak = " (IMAGE-LEVEL split: images of one lesion on both sides)" if (
+        config.data.split_by == "image") else ""
     return (f"{config.model.backbone} {height}x{width}, clinical "
             f"{'on' if config.data.clinical else 'off'}, fold {config.data.fold}: "
-            f"{label}{evaluation.split} split")
+            f"{label}{evaluation.split} split{leak}")
 
 
 def _write_photo_outputs(target: Path, evaluation: Evaluation, probabilities: np.ndarray,
