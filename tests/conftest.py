@@ -1,4 +1,5 @@
-"""Shared fixtures: the real HAM10000 metadata when CI exposes it, quiet TensorFlow."""
+"""Shared fixtures: the real HAM10000 metadata and images when CI exposes them, quiet
+TensorFlow."""
 
 import os
 from pathlib import Path
@@ -16,3 +17,17 @@ def real_metadata_path() -> Path:
     if not value or not Path(value).is_file():
         pytest.skip("DERMNET_HAM10000_METADATA does not point at the real metadata CSV")
     return Path(value)
+
+
+@pytest.fixture(scope="session")
+def real_dataset() -> Path:
+    """The real 200x150 HAM10000 folder with its masks (DERMNET_HAM10000_IMAGES, set by
+    .ci/run; its images/ folder is accepted too); skips when unavailable."""
+    value = os.environ.get("DERMNET_HAM10000_IMAGES")
+    folder = Path(value) if value else None
+    if folder is not None and folder.name == "images":
+        folder = folder.parent
+    if folder is None or not (folder / "masks").is_dir() or not (
+            folder / "HAM10000_metadata.csv").is_file():
+        pytest.skip("DERMNET_HAM10000_IMAGES does not name the real dataset with its masks")
+    return folder

@@ -27,11 +27,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def real_dir() -> Path:
-    value = os.environ.get("DERMNET_HAM10000_IMAGES")
-    if not value or not (Path(value) / "HAM10000_metadata.csv").is_file():
-        pytest.skip("DERMNET_HAM10000_IMAGES does not point at the real 200x150 images")
-    return Path(value)
+def real_dir(real_dataset) -> Path:
+    return real_dataset
 
 
 def stratified_subset(real_dir: Path, out: Path, per_class: int, seed: int,

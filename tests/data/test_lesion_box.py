@@ -3,7 +3,6 @@ pipeline's crop to a box, and of the run's cached crop boxes. Synthetic images: 
 ellipse on skin colour, whose box is known by construction. With DERMNET_HAM10000_IMAGES,
 also the estimate against 30 real HAM10000 masks."""
 
-import os
 from pathlib import Path
 
 import cv2
@@ -318,16 +317,6 @@ def test_run_crop_boxes_are_cached_and_reused(tmp_path):
 REAL_IOU_FLOOR = 0.65
 REAL_COVERED_FLOOR = 0.97
 
-
-@pytest.fixture(scope="module")
-def real_dataset() -> Path:
-    value = os.environ.get("DERMNET_HAM10000_IMAGES")
-    folder = Path(value) if value else None
-    if folder is not None and folder.name == "images":
-        folder = folder.parent
-    if folder is None or not (folder / "masks").is_dir():
-        pytest.skip("DERMNET_HAM10000_IMAGES does not name the real dataset with its masks")
-    return folder
 
 
 def test_estimate_matches_real_masks(real_dataset):

@@ -9,7 +9,6 @@ when DERMNET_HAM10000_IMAGES names the real 200x150 dataset, that its masks line
 import dataclasses
 import json
 import math
-import os
 import shutil
 from pathlib import Path
 
@@ -380,18 +379,6 @@ def test_summary_line_states_outside_and_chance_plainly():
 
 # --- the real masks -----------------------------------------------------------------------------
 
-
-@pytest.fixture(scope="module")
-def real_dataset() -> Path:
-    """The real 200x150 HAM10000 folder (or its images/ folder) named by
-    DERMNET_HAM10000_IMAGES; skips when unavailable."""
-    value = os.environ.get("DERMNET_HAM10000_IMAGES")
-    folder = Path(value) if value else None
-    if folder is not None and folder.name == "images":
-        folder = folder.parent
-    if folder is None or not (folder / "masks").is_dir():
-        pytest.skip("DERMNET_HAM10000_IMAGES does not name the real dataset with its masks")
-    return folder
 
 
 def test_real_masks_cover_the_darker_lesion(real_dataset):
