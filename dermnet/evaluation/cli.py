@@ -1,6 +1,6 @@
 """The ``evaluate.py`` command line: one run's figures, comparisons, reader studies.
 
-    evaluate.py RUN_DIR [--split test|val|fold] [--data-dir DIR] [--tta N] [--out DIR]
+    evaluate.py RUN_DIR [--split test|val|fold|holdout] [--data-dir DIR] [--tta N] [--out DIR]
     evaluate.py RUN_DIR --external DATA_DIR [--tta N] [--out DIR]   another image bank
     evaluate.py compare RUN_DIR... [--by backbone,resolution,clinical] --out REPORT
     evaluate.py readers ANSWERS_CSV --truth METADATA_CSV [--model-run RUN_DIR] --out REPORT
@@ -45,7 +45,8 @@ def make_parser() -> argparse.ArgumentParser:
     # --external; _evaluate reads a missing --split as "test".
     scored.add_argument("--split", choices=SPLITS,
                         help="test: the held-out test split (default); val or fold: the "
-                             "run's validation fold")
+                             "run's validation fold; holdout: the source collections a "
+                             "leave-one-source-out run never trained on")
     scored.add_argument("--external", type=Path, metavar="DATA_DIR",
                         help="score every image of ANOTHER image bank in the HAM10000 layout "
                              "(HAM10000_metadata.csv with image_id and dx at least; classes "
@@ -56,8 +57,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tta", type=int, default=1, metavar="N",
                         help=f"average over N fixed flips/rotations, 1-{MAX_TTA} (default 1)")
     parser.add_argument("--out", type=Path, help="output folder (default: RUN_DIR for the "
-                                                 "test split, RUN_DIR/evaluation-val for the "
-                                                 "validation fold, RUN_DIR/external-<name of "
+                                                 "test split, RUN_DIR/evaluation-<split> for "
+                                                 "the others, RUN_DIR/external-<name of "
                                                  "DATA_DIR> for --external)")
     parser.add_argument("--pair", action="append", metavar="POS:NEG",
                         help="binary task between two classes (repeatable; default mel:nv)")
