@@ -83,6 +83,9 @@ EXPERIMENTS: dict[str, tuple[Run, ...]] = {
             note="+ colour, blur and wider zoom augmentation"),
     ),
 }
+# Pairs scored on the same test images, compared with evaluate.py compare (McNemar's test on
+# the images one run classifies right and the other wrong: the first study's Tables 2 and 3).
+COMPARISONS: dict[str, tuple[str, str]] = {"cpu-real": ("cpu-real-image", "cpu-real-clinical")}
 
 
 def main(argv=None) -> int:
@@ -93,9 +96,15 @@ def main(argv=None) -> int:
             if not args.only or run.name in args.only.split(","):
                 train_and_score(run, args)
     results = {name: [collect(run, args) for run in EXPERIMENTS[name]] for name in names}
+    for name in names:
+        if name in COMPARISONS:
+            results[f"{name}-mcnemar"] = compare(COMPARISONS[name], args)
     save_results(results, args)
     for name in names:
         print(format_table(name, results[name]))
+        print(format_per_class(name, results[name]))
+        if results.get(f"{name}-mcnemar"):
+            print(format_mcnemar(results[f"{name}-mcnemar"]))
     plot_curves([row for rows in results.values() for row in rows], CURVE_PLOT)
     return 0
 
@@ -152,6 +161,26 @@ def execute(command: list[str], args) -> None:
     print("$ " + " ".join(command), flush=True)
     if not args.dry_run:
         subprocess.run(command, check=True, cwd=ROOT, env=environment)
+
+
+def compare(pair: tuple[str, str], args) -> list[dict]:
+    """McNemar's test of two runs on the same test images (``evaluate.py compare``), run once
+    both are scored; [] until then."""
+    runs = [args.runs / name for name in pair]
+    if not all((run / "metrics.json").exists() for run in runs):
+        return []
+    out = args.runs / f"{pair[0]}-vs-{pair[1]}"
+    if not (out / "tests.csv").exists():
+        execute([sys.executable, str(ROOT / "evaluate.py"), "compare", "--out", str(out),
+                 *map(str, runs)], args)
+    if args.dry_run:
+        return []
+    import pandas as pd
+
+    tests = pd.read_csv(out / "tests.csv")
+    tests = tests[tests["test"].str.startswith("McNemar")]
+    return [{key: (value.item() if hasattr(value, "item") else value)
+             for key, value in row.items()} for row in tests.to_dict("records")]
 
 
 def evaluation_dir(run_dir: Path, entry: str) -> Path:
@@ -250,6 +279,36 @@ def format_table(name: str, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_per_class(name: str, rows: list[dict]) -> str:
+    """Per-class TPR / TNR / AUC on the test split (the first study's Supplementary Table 1),
+    with the share of Grad-CAM energy inside the lesion where it was measured."""
+    lines = [f"\n### {name}: per class, test split\n",
+             "| run | " + " | ".join(CLASSES) + " | Grad-CAM energy in lesion |",
+             "|---|" + "---|" * (len(CLASSES) + 1)]
+    for row in rows:
+        if "test" not in row:
+            continue
+        per_class = row["test"]["per_class"]
+        cells = [f"TPR {per_class[code]['tpr']:.2f} / TNR {per_class[code]['tnr']:.2f}"
+                 if code in per_class else "n/a" for code in CLASSES]
+        focus = row["test"].get("lesion_focus")
+        focus_text = "not measured" if not focus else (
+            f"{format_interval(interval(focus['energy_inside']))}, "
+            f"lesion area {focus['lesion_area_fraction']:.2f}")
+        lines.append(f"| {row['run']} | " + " | ".join(cells) + f" | {focus_text} |")
+    return "\n".join(lines)
+
+
+def format_mcnemar(tests: list[dict]) -> str:
+    lines = ["\n| McNemar (exact) | images | accuracy a | accuracy b | right only a | "
+             "right only b | p |", "|---|---|---|---|---|---|---|"]
+    for test in tests:
+        lines.append(f"| {test['factor']}: {test['a']} vs {test['b']} | {test['n_images']} | "
+                     f"{test['mean_a']:.3f} | {test['mean_b']:.3f} | {test['right_only_a']} | "
+                     f"{test['right_only_b']} | {test['p_value']:.3g} |")
+    return "\n".join(lines)
+
+
 def plot_curves(rows: list[dict], path: Path) -> None:
     """Validation balanced accuracy against training minutes, one line per finished run."""
     import matplotlib
@@ -265,7 +324,7 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     for name, curve in curves:
         axes.plot([point["minutes"] for point in curve],
                   [point["val_balanced_accuracy"] for point in curve], marker=".", label=name)
-    axes.set(xlabel="training minutes (2 CPU cores)", ylabel="validation balanced accuracy",
+    axes.set(xlabel="training minutes (CPU)", ylabel="validation balanced accuracy",
              title="Real HAM10000 (200x150), lesion-grouped validation fold")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
