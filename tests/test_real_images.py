@@ -173,4 +173,7 @@ def test_leave_one_source_out_on_real_metadata(real_dir, tmp_path):
     assert (data.holdout["dataset"] == "rosendahl").all()
     seen = pd.concat([data.training, data.validation, data.test])
     assert not (seen["dataset"] == "rosendahl").any()
-    assert len(seen) + len(data.holdout) == 10015
+    assert seen["image_id"].nunique() + len(data.holdout) == 10015  # training is oversampled
+    # data.json records the collections the sources CSV attached (it once said {}).
+    assert data.provenance["sources"] == {"vidir_molemax": 3954, "vidir_modern": 3363,
+                                          "rosendahl": 2259, "vienna_dias": 439}

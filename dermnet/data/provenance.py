@@ -17,20 +17,22 @@ import pandas as pd
 from dermnet.data.vocabulary import SOURCE_COLUMN
 
 
-def describe_images(dataset, image_size, synthetic: bool) -> dict:
+def describe_images(dataset, image_size, synthetic: bool, frame=None) -> dict:
     """``dataset``: a loaded ``dermnet.data.ham10000.Ham10000`` (its ``image_sizes`` come from
-    the header check); ``image_size``: the model input (H, W)."""
+    the header check); ``image_size``: the model input (H, W); ``frame``: the metadata the run
+    uses, when it is not ``dataset.frame`` (e.g. with a source column from ``read_sources``)."""
+    frame = dataset.frame if frame is None else frame
     height, width = (int(side) for side in image_size)
     sizes = [{"width": w, "height": h, "images": n} for (w, h), n in dataset.image_sizes]
     smaller = [size for size in sizes if size["height"] < height or size["width"] < width]
     return {
         "kind": "synthetic" if synthetic else "real",
         "data_dir": str(dataset.root),
-        "images": int(len(dataset.frame)),
+        "images": int(len(frame)),
         "source_sizes": sizes,  # (width, height) as stored, commonest first
         "input_size": [height, width],
         "upsampled_images": sum(size["images"] for size in smaller),
-        "sources": _source_counts(dataset.frame),
+        "sources": _source_counts(frame),
     }
 
 

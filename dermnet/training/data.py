@@ -142,7 +142,7 @@ def prepare_run_data(config: Config, workdir: Path, log=print) -> RunData:
         training = make_balanced(training, seed=config.data.split_seed, column="dx")
     encoder = _load_or_fit_encoder(workdir / "clinical_encoding.json", frame.loc[training_ids])
     synthetic = bool("dataset" in frame and (frame["dataset"] == "phantom").all())
-    provenance = describe_images(dataset, config.data.image_size, synthetic)
+    provenance = describe_images(dataset, config.data.image_size, synthetic, frame)
     if upsampling_notice(provenance):
         log(upsampling_notice(provenance))
     return RunData(data_dir, training, frame.loc[validation_ids].reset_index(drop=True),
