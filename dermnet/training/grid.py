@@ -11,9 +11,10 @@ import dataclasses
 import shlex
 from pathlib import Path
 
-from dermnet.models.registry import list_backbones
-
 RESOLUTIONS = {"low": (224, 300), "high": (450, 600)}
+# The study's eight networks (the registry also holds others, such as the ResNet18 family).
+PAPER_BACKBONES = ("resnet34", "resnet50", "resnet101", "seresnet50", "vgg16", "vgg19",
+                   "efficientnetb5", "mobilenet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +44,7 @@ def make_grid(name: str, out_root: str | Path, folds: int = 5) -> list[GridEntry
         GridEntry(backbone, resolution, clinical, fold,
                   out_root / f"{backbone}-{resolution}-{'clinical' if clinical else 'image'}"
                   / f"fold-{fold}")
-        for backbone in list_backbones()
+        for backbone in PAPER_BACKBONES
         for resolution in RESOLUTIONS
         for clinical in (False, True)
         for fold in range(folds)

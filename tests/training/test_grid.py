@@ -12,6 +12,10 @@ def test_paper_grid_has_160_distinct_runs(tmp_path):
     assert len({entry.out for entry in entries}) == 160
     combos = {(entry.backbone, entry.resolution, entry.clinical, entry.fold) for entry in entries}
     assert len(combos) == 160
+    # The study's eight networks only, not every registered backbone (ResNet18 is not one).
+    assert {entry.backbone for entry in entries} == {
+        "resnet34", "resnet50", "resnet101", "seresnet50", "vgg16", "vgg19", "efficientnetb5",
+        "mobilenet"}
 
 
 def test_print_commands_lists_every_entry(tmp_path, capsys):

@@ -99,10 +99,10 @@ def test_config_mismatch_is_refused(tmp_path, cache_dir):
 
 
 def test_bad_option_value_is_a_clear_error(tmp_path, cache_dir):
-    result = run_train([*SMOKE, "--backbone", "resnet18", "--out", str(tmp_path / "x")],
+    result = run_train([*SMOKE, "--backbone", "resnet19", "--out", str(tmp_path / "x")],
                        cache_dir)
     assert result.returncode == 1
-    assert "unknown backbone 'resnet18'" in result.stderr
+    assert "unknown backbone 'resnet19'" in result.stderr
     assert "Traceback" not in result.stderr
 
 
