@@ -58,6 +58,10 @@ CAMERA_AUGMENT = ("--set", "data.augment.brightness=0.2", "--set", "data.augment
                   "--set", "data.augment.zoom=0.67,1.5", "--set",
                   "data.augment.blur_probability=0.2")
 BOTH_SPLITS = ("test", "holdout", "holdout@1")  # @1: the same split without TTA
+# The classes of the issue's external image bank: every run is also scored by the external
+# scorer (argmax over the classes present) on its test images of these classes, and a proxy
+# run on rosendahl's, so that its figures sit beside the external check's on one footing.
+THREE_CLASSES = ("mel", "nv", "bkl")
 EXPERIMENTS: dict[str, tuple[Run, ...]] = {
     "cpu-real": (
         Run("cpu-real-image", ("--preset", "cpu-real"), note="image only"),
@@ -103,6 +107,7 @@ def main(argv=None) -> int:
     for name in names:
         print(format_table(name, results[name]))
         print(format_per_class(name, results[name]))
+        print(format_three_class(name, results[name]))
         if results.get(f"{name}-mcnemar"):
             print(format_mcnemar(results[f"{name}-mcnemar"]))
     plot_curves([row for rows in results.values() for row in rows], CURVE_PLOT)
@@ -145,6 +150,42 @@ def train_and_score(run: Run, args) -> None:
         if not (evaluation_dir(out, entry) / "metrics.json").exists():
             execute([sys.executable, str(ROOT / "evaluate.py"), str(out), "--split", split,
                      "--tta", str(tta), "--out", str(evaluation_dir(out, entry))], args)
+    for split in three_class_splits(run):
+        bank = three_class_bank(out, split, args)
+        if bank is not None and not (out / f"external-{bank.name}" / "metrics.json").exists():
+            execute([sys.executable, str(ROOT / "evaluate.py"), str(out), "--external",
+                     str(bank), "--tta", str(args.tta)], args)
+
+
+def three_class_splits(run: Run) -> list[str]:
+    return [split for split in ("test", "holdout") if split in run.splits]
+
+
+def three_class_bank(run_dir: Path, split: str, args) -> Path | None:
+    """A folder in the HAM10000 layout with the run's ``split`` images of THREE_CLASSES
+    (symbolic links to the data folder's files), for ``evaluate.py --external``; None before
+    the run has its splits.csv."""
+    import pandas as pd
+
+    if not (run_dir / "splits.csv").exists():
+        return None
+    bank = args.runs / "banks" / f"{run_dir.name}-{split}-{'-'.join(THREE_CLASSES)}"
+    metadata = bank / "HAM10000_metadata.csv"
+    if metadata.exists() or args.dry_run:
+        return bank
+    splits = pd.read_csv(run_dir / "splits.csv", dtype=str)
+    chosen = set(splits.loc[splits["fold"] == split, "image_id"])
+    rows = pd.read_csv(args.data_dir / "HAM10000_metadata.csv", dtype=str)
+    rows = rows[rows["image_id"].isin(chosen) & rows["dx"].isin(THREE_CLASSES)]
+    (bank / "images").mkdir(parents=True, exist_ok=True)
+    for image_id in rows["image_id"]:
+        link = bank / "images" / f"{image_id}.jpg"
+        if not link.is_symlink():
+            link.symlink_to((args.data_dir / "images" / f"{image_id}.jpg").resolve())
+    partial = bank / ".HAM10000_metadata.csv.partial"
+    rows.to_csv(partial, index=False)
+    partial.replace(metadata)  # written last: a bank with metadata is complete
+    return bank
 
 
 def parse_split(entry: str, default_tta: int) -> tuple[str, int]:
@@ -203,7 +244,25 @@ def collect(run: Run, args) -> dict:
         path = evaluation_dir(out, split) / "metrics.json"
         if path.exists():
             row[split] = split_summary(json.loads(path.read_text()))
+    for split in three_class_splits(run):
+        name = f"{run.name}-{split}-{'-'.join(THREE_CLASSES)}"
+        path = out / f"external-{name}" / "metrics.json"
+        if path.exists():
+            row[f"{split}-{'/'.join(THREE_CLASSES)}"] = three_class_summary(
+                json.loads(path.read_text()))
     return row
+
+
+def three_class_summary(metrics: dict) -> dict:
+    """The external scorer's headline: balanced accuracy over the classes present (restricted
+    argmax), mel-vs-rest AUC, mel sensitivity, and the share of predictions on absent classes."""
+    present = metrics["present_classes"]
+    absent = metrics["seven_way"]["absent_predictions"]
+    return {"n": metrics["num_images"],
+            "balanced_accuracy": interval(present["balanced_accuracy"]),
+            "mel_auc": interval(metrics["auc"]["mel_vs_rest"]),
+            "mel_sensitivity": interval(metrics["mel_sensitivity"]["present_classes"]),
+            "absent_share": rounded(absent.get("value"))}
 
 
 def training_summary(run_dir: Path) -> dict:
@@ -296,6 +355,23 @@ def format_per_class(name: str, rows: list[dict]) -> str:
             f"{format_interval(interval(focus['energy_inside']))}, "
             f"lesion area {focus['lesion_area_fraction']:.2f}")
         lines.append(f"| {row['run']} | " + " | ".join(cells) + f" | {focus_text} |")
+    return "\n".join(lines)
+
+
+def format_three_class(name: str, rows: list[dict]) -> str:
+    """The external scorer on the mel / nv / bkl images of the test split (and of rosendahl)."""
+    label = "/".join(THREE_CLASSES)
+    lines = [f"\n### {name}: {label} only, the external scorer (argmax over {label})\n",
+             "| run | images | n | balanced accuracy | mel AUC | mel sensitivity | "
+             "predictions on absent classes (seven-way) |", "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        for split in ("test", "holdout"):
+            figures = row.get(f"{split}-{label}")
+            if figures:
+                lines.append(f"| {row['run']} | {split} | {figures['n']} | " + " | ".join(
+                    format_interval(figures[key]) for key in (
+                        "balanced_accuracy", "mel_auc", "mel_sensitivity"))
+                    + f" | {figures['absent_share']:.3f} |")
     return "\n".join(lines)
 
 
