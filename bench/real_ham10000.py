@@ -161,6 +161,12 @@ def three_class_splits(run: Run) -> list[str]:
     return [split for split in ("test", "holdout") if split in run.splits]
 
 
+def bank_name(run_name: str, split: str) -> str:
+    """The folder of a run's THREE_CLASSES images of ``split``; evaluate.py --external
+    writes its figures into RUN/external-<this name>/."""
+    return f"{run_name}-{split}-{'-'.join(THREE_CLASSES)}"
+
+
 def three_class_bank(run_dir: Path, split: str, args) -> Path | None:
     """A folder in the HAM10000 layout with the run's ``split`` images of THREE_CLASSES
     (symbolic links to the data folder's files), for ``evaluate.py --external``; None before
@@ -169,7 +175,7 @@ def three_class_bank(run_dir: Path, split: str, args) -> Path | None:
 
     if not (run_dir / "splits.csv").exists():
         return None
-    bank = args.runs / "banks" / f"{run_dir.name}-{split}-{'-'.join(THREE_CLASSES)}"
+    bank = args.runs / "banks" / bank_name(run_dir.name, split)
     metadata = bank / "HAM10000_metadata.csv"
     if metadata.exists() or args.dry_run:
         return bank
@@ -245,8 +251,7 @@ def collect(run: Run, args) -> dict:
         if path.exists():
             row[split] = split_summary(json.loads(path.read_text()))
     for split in three_class_splits(run):
-        name = f"{run.name}-{split}-{'-'.join(THREE_CLASSES)}"
-        path = out / f"external-{name}" / "metrics.json"
+        path = out / f"external-{bank_name(run.name, split)}" / "metrics.json"
         if path.exists():
             row[f"{split}-{'/'.join(THREE_CLASSES)}"] = three_class_summary(
                 json.loads(path.read_text()))
