@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -31,6 +32,20 @@ def check_choices(node, choices: dict[str, tuple]) -> None:
         if getattr(node, name) not in valid:
             raise ValueError(f"{type(node).__name__}.{name} must be one of {', '.join(valid)}; "
                              f"got {getattr(node, name)!r}")
+
+
+def check_ranges(node, ranges: dict[str, str]) -> None:
+    """Reject a number outside its interval, written as in mathematics: ``"(0, inf)"``,
+    ``"[0, 1)"``. NaN lies in no interval; None (an optional field left unset) passes."""
+    for name, interval in ranges.items():
+        value = getattr(node, name)
+        if value is None:
+            continue
+        low, high = (float(part) for part in interval[1:-1].split(","))
+        above = value > low if interval[0] == "(" else value >= low
+        below = value < high if interval[-1] == ")" else value <= high
+        if not (above and below):
+            raise ValueError(f"{type(node).__name__}.{name} must be in {interval}, got {value!r}")
 
 
 TASKS = ("ham10000", "clinical-photos")
@@ -87,6 +102,8 @@ class DataConfig:
             raise ValueError(f"DataConfig.fold must be in 0..{self.folds - 1}, got {self.fold}")
         if self.batch_size < 1 or min(self.image_size) < 1:
             raise ValueError("DataConfig.batch_size and image_size must be positive")
+        check_ranges(self, {"test_fraction": "(0, 1)", "phantom_images": "[1, inf)",
+                            "phantom_patients": "[1, inf)", "folds": "[2, inf)"})
         if self.lesion_crop != 0 and not 0 < self.lesion_crop <= 2:
             raise ValueError(f"DataConfig.lesion_crop must be 0 (off) or in (0, 2], got "
                              f"{self.lesion_crop}")
@@ -112,6 +129,8 @@ class ModelConfig:
     def __post_init__(self):
         check_choices(self, {"variant": ("p", "n", "ps", "ns"),
                              "colour_constancy": COLOUR_CONSTANCY})
+        check_ranges(self, {"dropout": "[0, 1)", "clinical_dropout": "[0, 1)",
+                            "clinical_mask_rate": "[0, 1]"})
 
 
 @dataclass(frozen=True)
@@ -150,8 +169,9 @@ class TrainingConfig:
         })
         if self.epochs < 1 or self.freeze_epochs < 0 or self.warmup_epochs < 0:
             raise ValueError("TrainingConfig: epochs must be >= 1, freeze/warm-up epochs >= 0")
-        if not 0.0 < self.unfreeze_fraction <= 1.0:
-            raise ValueError("TrainingConfig.unfreeze_fraction must be in (0, 1]")
+        check_ranges(self, {"unfreeze_fraction": "(0, 1]", "learning_rate": "(0, inf)",
+                            "head_learning_rate": "(0, inf)", "weight_decay": "[0, inf)",
+                            "label_smoothing": "[0, 1)", "batchnorm_momentum": "[0, 1)"})
 
 
 @dataclass(frozen=True)
@@ -337,7 +357,12 @@ def _parse_plain(text: str, hint):
         if lowered not in ("true", "false", "1", "0", "yes", "no"):
             raise ValueError("expected true or false")
         return lowered in ("true", "1", "yes")
-    if hint in (int, float, str):
+    if hint is float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError("expected a finite number")
+        return value
+    if hint in (int, str):
         return hint(text)
     raise TypeError(f"unsupported field type {hint}")
 
@@ -386,6 +411,8 @@ def value_from_json(value, hint, where: str):
     expected = (int, float) if hint is float else hint
     if not isinstance(value, expected) or (hint is not bool and isinstance(value, bool)):
         raise ValueError(f"{where}: expected {_type_name(hint)}, got {value!r}")
+    if hint is float and not math.isfinite(value):
+        raise ValueError(f"{where}: expected a finite number, got {value!r}")
     return hint(value)
 
 

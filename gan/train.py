@@ -41,6 +41,7 @@ from dermnet.data.clinical import fit_clinical_encoder, load_clinical_encoder
 from dermnet.training.checkpoints import (
     FINISHED,
     RunExistsError,
+    hold_run_dir,
     prepare_run_dir,
     write_atomic,
     write_json_atomic,
@@ -87,7 +88,12 @@ def train_gan(config: GanConfig, workdir: str | Path, *, overwrite: bool = False
     strategy = make_strategy(config.training.strategy)  # before TensorFlow runs an op
     check_gan_config(config)
     _check_batches(config, strategy.num_replicas_in_sync)
-    workdir = Path(workdir)
+    with hold_run_dir(Path(workdir)) as workdir:  # one process per folder
+        return _train_gan_locked(config, workdir, strategy, overwrite, log)
+
+
+def _train_gan_locked(config: GanConfig, workdir: Path, strategy, overwrite: bool,
+                      log) -> dict:
     _prepare_workdir(workdir, config, overwrite)
     _set_up_runtime(config)
     log(f"run {workdir}: InfoGAN {config.schedule.start_resolution}x"

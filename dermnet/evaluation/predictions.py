@@ -112,7 +112,19 @@ def predict_split(evaluation: Evaluation, tta: int = 1, batch_size: int | None =
             log(f"test-time augmentation: {name}")
         probabilities = evaluation.model.predict(dataset, verbose=_verbosity())
         total = probabilities if total is None else total + probabilities
+    check_finite_scores(total, evaluation.run_dir / "model.keras")
     return total / tta
+
+
+def check_finite_scores(scores: np.ndarray, model_path) -> None:
+    """A model whose weights went non-finite scores every image ``nan``: an error naming the
+    model, never metrics computed from ``nan`` (the argmax of ``nan`` is class 0)."""
+    bad = ~np.isfinite(scores).all(axis=-1)
+    if bad.any():
+        raise EvaluationError(
+            f"{model_path}: the model's output is not finite for {int(bad.sum())} of "
+            f"{len(scores)} images (nan or inf): its weights are broken, for example by a "
+            "training run that diverged; retrain it")
 
 
 def check_tta(tta: int) -> None:

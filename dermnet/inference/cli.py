@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> str:
     records = make_records(args.images, probabilities, top, predictor.class_names, gradcams,
                            predictor.describe_training_data())
     if args.json:
-        return json.dumps(records, indent=2) + "\n"
+        return json.dumps(records, indent=2, allow_nan=False) + "\n"
     return f"model {args.model}: {predictor.describe_training_data()}\n\n" + format_records(
         records)
 

@@ -72,6 +72,7 @@ class Predictor:
     resize: str = "stretch"          # the run's data.resize: how another aspect is fitted
     lesion_crop: float = 0.0         # the run's data.lesion_crop: > 0 cuts to the lesion box
     provenance: dict | None = None   # the run's data.json; None: unknown (a bare model)
+    source: str = "the model"        # the model file, for messages
 
     @property
     def needs_clinical(self) -> bool:
@@ -124,7 +125,14 @@ class Predictor:
         scores = self.model.predict(inputs, verbose=0)
         if self.model.layers[-1].name == "logits":  # built with output="logits": no softmax
             scores = keras.ops.convert_to_numpy(keras.ops.softmax(scores, axis=-1))
-        return np.asarray(scores, np.float32)
+        scores = np.asarray(scores, np.float32)
+        bad = ~np.isfinite(scores).all(axis=-1)
+        if bad.any():  # never a "nan%" class or a bare NaN in the JSON
+            raise InputFileError(
+                f"{self.source}: the model's output is not finite for {int(bad.sum())} of "
+                f"{len(scores)} images (nan or inf): its weights are broken, for example by "
+                "a training run that diverged; retrain it")
+        return scores
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -145,7 +153,7 @@ def load_predictor(path: str | Path) -> Predictor:
     encoder = _load_encoder(model, model_path) if "clinical" in names else None
     resize, lesion_crop = _run_input_fitting(model_path)
     return Predictor(model, encoder, CLASSES, _image_size(model, model_path), resize,
-                     lesion_crop, _read_provenance(model_path))
+                     lesion_crop, _read_provenance(model_path), str(model_path))
 
 
 def _run_input_fitting(model_path: Path) -> tuple[str, float]:

@@ -9,6 +9,7 @@ decisions an uninterrupted one would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -19,28 +20,80 @@ import keras
 import numpy as np
 import pandas as pd
 
+from dermnet.run_lock import LOCK_NAME, RunLock
+
 FINISHED = "finished.json"  # written last by every run: the run is complete
+BACKUP_METADATA = "training_metadata.json"  # names the committed backup (epoch, weights file)
 
 
 class RunExistsError(RuntimeError):
     """The run directory holds a finished run, or a run of a different config."""
 
 
-def prepare_run_dir(workdir: Path, config, overwrite: bool, load_config, save_config) -> None:
+def prepare_run_dir(workdir: Path, config, overwrite: bool, load_config, save_config,
+                    log=print) -> None:
     """Create ``workdir`` (and its ``state/``), refuse to clobber a finished run or an
     unfinished run of another config (``load_config(path)`` reads one back), then save
-    ``config`` atomically with ``save_config(config, path)``. ``overwrite`` wipes it first."""
+    ``config`` atomically with ``save_config(config, path)``. ``overwrite`` empties it first.
+
+    An unfinished run that never completed an epoch (it failed validation, or was stopped
+    while loading its data) holds nothing worth keeping: a different config replaces it.
+    The caller holds the folder's ``RunLock``, whose lock file is kept.
+    """
     config_path = workdir / "config.json"
     if overwrite and workdir.exists():
-        shutil.rmtree(workdir)
+        empty_run_dir(workdir)
     if (workdir / FINISHED).exists():
         raise RunExistsError(f"{workdir} already holds a finished run; use --overwrite to "
                              "replace it or choose another --out")
-    if config_path.exists() and load_config(config_path) != config:
-        raise RunExistsError(f"{workdir} holds an unfinished run of a different config; "
-                             "use --overwrite to discard it or choose another --out")
+    if config_path.exists() and _read_config_or_none(config_path, load_config) != config:
+        if has_progress(workdir):
+            raise RunExistsError(f"{workdir} holds an unfinished run of a different config; "
+                                 "use --overwrite to discard it or choose another --out")
+        log(f"{workdir}: replacing an unstarted run (no epoch completed) of another config")
+        empty_run_dir(workdir)
     (workdir / "state").mkdir(parents=True, exist_ok=True)
     write_atomic(config_path, lambda target: save_config(config, target))
+
+
+def _read_config_or_none(path: Path, load_config):
+    try:
+        return load_config(path)
+    except ValueError:  # unreadable: compared as different, kept only if the run has progress
+        return None
+
+
+def has_progress(workdir: Path) -> bool:
+    """Whether the run completed anything worth resuming: an epoch's history row, or any
+    file of its resume state (backups, best weights, a GAN's stage commit)."""
+    state = workdir / "state"
+    return (workdir / "history.csv").exists() or (
+        state.is_dir() and any(path.is_file() for path in state.rglob("*")))
+
+
+@contextlib.contextmanager
+def hold_run_dir(workdir: Path):
+    """Hold ``workdir`` with a ``RunLock`` for the body; a body that fails before completing
+    anything removes the folder it created, so the corrected command starts cleanly."""
+    created = not workdir.exists()
+    with RunLock(workdir):
+        try:
+            yield workdir
+        except BaseException:
+            if created and not has_progress(workdir):
+                shutil.rmtree(workdir, ignore_errors=True)
+            raise
+
+
+def empty_run_dir(workdir: Path) -> None:
+    """Remove everything in ``workdir`` but its lock file (held by the caller)."""
+    for item in workdir.iterdir():
+        if item.name == LOCK_NAME:
+            continue
+        if item.is_dir() and not item.is_symlink():
+            shutil.rmtree(item)
+        else:
+            item.unlink()
 
 
 def write_atomic(path: str | Path, writer) -> None:
@@ -98,8 +151,7 @@ class BestModelKeeper(keras.callbacks.Callback):
         self.states: dict[str, dict] = {}
 
     def on_train_begin(self, logs=None):
-        if self.state_path.exists():
-            self.states = json.loads(self.state_path.read_text())
+        self.states = _read_states(self.state_path)
 
     def state_before(self, epoch: int) -> dict:
         """The state left by the latest epoch before ``epoch`` (the initial one if none)."""
@@ -140,9 +192,22 @@ def _state_before(states: dict, epoch: int) -> dict:
 
 def read_best_state(state_path: str | Path) -> dict:
     """The keeper's state after the last recorded epoch (best value, epoch, wait, stop)."""
-    path = Path(state_path)
-    states = json.loads(path.read_text()) if path.exists() else {}
-    return _state_before(states, 1 << 30)
+    return _state_before(_read_states(Path(state_path)), 1 << 30)
+
+
+def _read_states(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        states = json.loads(path.read_text())
+        if not isinstance(states, dict):
+            raise ValueError("expected an object keyed by epoch")
+        for key in states:
+            int(key)
+        return states
+    except ValueError as error:
+        raise ValueError(f"{path}: unreadable best-model state ({error}); remove the run's "
+                         "state/ folder to restart it, or use --overwrite") from None
 
 
 class EpochSeeds(keras.callbacks.Callback):
@@ -164,8 +229,6 @@ class EpochSeeds(keras.callbacks.Callback):
             value = np.array([self.seed * 1_000_003 + epoch, index], dtype=state.dtype)
             state.assign(value)
 
-
-BACKUP_METADATA = "training_metadata.json"
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -189,17 +252,36 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             if stale != weights:
                 stale.unlink()
 
+    def on_train_end(self, logs=None):
+        """Keep the backup: the caller removes it once the phase's result is committed, so
+        a kill between the end of ``fit`` and that commit loses nothing."""
+
     def _load_model(self):
-        metadata = read_backup_metadata(self.backup_dir)
-        if metadata is None:
-            return
-        if self.model.optimizer is not None and not self.model.optimizer.built:
-            self.model.optimizer.build(self.model.trainable_variables)  # before loading
-        self.model.load_weights(Path(self.backup_dir) / metadata["weights"])
-        self.model._initial_epoch = metadata["epoch"]
+        if read_backup_metadata(self.backup_dir) is not None:
+            self.model._initial_epoch = load_backup(self.model, self.backup_dir)
+
+
+def load_backup(model, backup_dir: str | Path) -> int:
+    """Load the committed backup (weights and optimizer state) into ``model``; returns the
+    number of epochs it had completed."""
+    metadata = read_backup_metadata(backup_dir)
+    if metadata is None:
+        raise FileNotFoundError(f"{backup_dir}: no committed backup")
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)  # before loading its state
+    model.load_weights(Path(backup_dir) / metadata["weights"])
+    return metadata["epoch"]
 
 
 def read_backup_metadata(backup_dir: str | Path) -> dict | None:
     """The committed backup's ``{"epoch", "batch", "weights"}``, or None if there is none."""
     path = Path(backup_dir) / BACKUP_METADATA
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        metadata = json.loads(path.read_text())
+        return {"epoch": int(metadata["epoch"]), "batch": metadata.get("batch"),
+                "weights": str(metadata["weights"])}
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: unreadable resume metadata ({error}); remove the run's "
+                         "state/ folder to restart it, or use --overwrite") from None

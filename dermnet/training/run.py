@@ -33,6 +33,7 @@ import numpy as np
 from dermnet.config import Config, config_to_dict, load_config, save_config
 from dermnet.data.provenance import describe_provenance
 from dermnet.models.classifier import set_batchnorm_momentum, set_batchnorm_synchronized
+from dermnet.models.registry import get_backbone
 from dermnet.training import callbacks as monitoring
 from dermnet.training.checkpoints import (
     FINISHED,
@@ -40,6 +41,8 @@ from dermnet.training.checkpoints import (
     BestModelKeeper,
     EpochSeeds,
     HistoryFile,
+    hold_run_dir,
+    load_backup,
     prepare_run_dir,
     read_backup_metadata,
     read_best_state,
@@ -52,6 +55,7 @@ from dermnet.training.data import (
     make_training_dataset,
     prepare_run_data,
 )
+from dermnet.training.guards import StopOnNonFinite
 from dermnet.training.keras_compat import enable_multiworker_fit
 from dermnet.training.schedules import WarmupSchedule
 from dermnet.training.strategy import (
@@ -90,11 +94,23 @@ def plan_phases(config: Config) -> list[Phase]:
 def train_and_evaluate(config: Config, workdir: str | Path, *, overwrite: bool = False,
                        log=print) -> dict:
     """Train ``config`` into ``workdir`` (resuming it if interrupted); returns the summary
-    written to ``finished.json``."""
+    written to ``finished.json``.
+
+    The folder is held with a ``RunLock`` for the whole run: a second process on it stops
+    with an error naming the holder. A run that fails before completing an epoch leaves no
+    folder behind (when it created the folder), so the corrected command starts cleanly.
+    """
     # First of all: multi-worker collectives must be configured before TensorFlow runs an op.
     strategy = make_strategy(config.training.strategy)
     workdir = _output_dir(Path(workdir))
-    _prepare_workdir(workdir, config, overwrite)
+    if config.data.task == "ham10000":
+        get_backbone(config.model.backbone)  # a typo fails before any folder is made
+    with hold_run_dir(workdir):
+        return _train_locked(config, workdir, strategy, overwrite, log)
+
+
+def _train_locked(config: Config, workdir: Path, strategy, overwrite: bool, log) -> dict:
+    prepare_run_dir(workdir, config, overwrite, load_config, save_config, log)
     _set_up_runtime(config)
     log(f"run {workdir}: {_describe_model(config)}; {describe_strategy(strategy)}")
     data = prepare_run_data(config, workdir, log)
@@ -135,10 +151,6 @@ def _output_dir(workdir: Path) -> Path:
     return workdir / f"worker-{index}"
 
 
-def _prepare_workdir(workdir: Path, config: Config, overwrite: bool) -> None:
-    prepare_run_dir(workdir, config, overwrite, load_config, save_config)
-
-
 def _set_up_runtime(config: Config) -> None:
     keras.utils.set_random_seed(config.training.seed)
     if config.training.deterministic:
@@ -162,11 +174,18 @@ def _run_phase(phase: Phase, config: Config, data: RunData, strategy, workdir: P
         _set_trainable(model, phase, config)
         _compile(model, config, data, phase, steps)
         enable_multiworker_fit(model, strategy)
+    backup = state / f"backup-{phase.name}"
     if weights.exists():  # finished in an earlier session
         model.load_weights(weights)
+        shutil.rmtree(backup, ignore_errors=True)
         return model
-    backup = state / f"backup-{phase.name}"
     first = _resume_epoch(backup, phase)
+    if first >= phase.last_epoch or (first > phase.first_epoch
+                                     and _best_state(workdir)["stopped_early"]):
+        # The phase ended in an earlier session that was stopped before committing it.
+        load_backup(model, backup)
+        log(f"phase '{phase.name}': ended in an earlier session (epoch {first}); committing it")
+        return _commit_phase(model, weights, backup)
     log(f"phase '{phase.name}': epochs {first + 1}-{phase.last_epoch}"
         f"{' (resumed)' if first > phase.first_epoch else ''}, backbone {phase.backbone}, "
         f"lr {phase.learning_rate:g}, {steps} steps of {global_batch}")
@@ -180,7 +199,13 @@ def _run_phase(phase: Phase, config: Config, data: RunData, strategy, workdir: P
               steps_per_epoch=steps, validation_data=validation, callbacks=callbacks,
               class_weight=data.class_weights(config), shuffle=False,
               verbose=1 if sys.stdout.isatty() else 0)
+    return _commit_phase(model, weights, backup)
+
+
+def _commit_phase(model, weights: Path, backup: Path):
+    """The phase's weights, then (never before) the resume backup goes."""
     write_atomic(weights, model.save_weights)
+    shutil.rmtree(backup, ignore_errors=True)
     return model
 
 
@@ -229,6 +254,7 @@ def _make_callbacks(model, config, data: RunData, workdir: Path, phase: Phase, t
     state, logs = workdir / "state", workdir / "tb"
     training_config = config.training
     callbacks = [
+        StopOnNonFinite(),  # first: no later callback records a diverged epoch
         EpochSeeds(training_config.seed),
         monitoring.Throughput(config.data.batch_size * model.distribute_strategy
                               .num_replicas_in_sync),

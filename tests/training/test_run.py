@@ -93,6 +93,7 @@ def test_config_mismatch_is_refused(tmp_path, cache_dir):
     from dermnet.config import make_config, save_config
 
     save_config(make_config("default"), out / "config.json")
+    (out / "history.csv").write_text("epoch,loss\n0,1.5\n")  # it completed an epoch
     result = run_train([*SMOKE, "--out", str(out)], cache_dir)
     assert result.returncode == 1
     assert "unfinished run of a different config" in result.stderr
