@@ -66,29 +66,57 @@ def crop_folder(src, dst, *, workers: int = 1, config: CropConfig | None = None,
         raise FileNotFoundError(f"source folder not found: {src}")
     if dst.resolve() == src.resolve():
         raise ValueError("DST must differ from SRC: the crops would replace the originals")
+    if dst.exists() and not dst.is_dir():
+        raise ValueError(f"DST {dst} exists and is not a folder")
     config = config or CropConfig()
     jobs = [CropJob(name, src / name, dst / name, config, overwrite)
             for name in list_images(src, skip=dst)]
-    rows = []
-    for row in run_jobs(jobs, workers):
-        rows.append(row)
-        if progress:
-            progress(len(rows), len(jobs))
     manifest = Path(manifest) if manifest else dst / MANIFEST_NAME
+    rows = []
+    try:
+        for row in run_jobs(jobs, workers):
+            rows.append(row)
+            if progress:
+                progress(len(rows), len(jobs))
+    except OSError as error:  # a full disk, a folder that turned read-only
+        raise CropWriteError(error, len(rows), len(jobs), _save_partial_manifest(manifest, rows)
+                             ) from None
     save_manifest(manifest, rows)
     unreadable = tuple((row["file"], row["error"]) for row in rows if row["status"] == "unreadable")
     counts = dict(Counter(row["status"] for row in rows))
     return CropSummary(counts, unreadable, manifest, time.perf_counter() - start)
 
 
+class CropWriteError(OSError):
+    """Writing a crop or the manifest failed (a full disk, say): the run stopped."""
+
+    def __init__(self, error: OSError, done: int, total: int, manifest: Path | None):
+        where = error.filename or "the output folder"
+        reason = error.strerror or str(error)
+        kept = (f"the manifest of those is in {manifest}" if manifest else
+                "the manifest could not be written either")
+        super().__init__(f"cannot write {where}: {reason}. Stopped after {done} of {total} "
+                         f"images; every crop written is complete and a rerun keeps it; {kept}")
+
+
+def _save_partial_manifest(path: Path, rows: list[dict]) -> Path | None:
+    try:
+        save_manifest(path, rows)
+        return path
+    except OSError:
+        return None
+
+
 def list_images(src: Path, skip: Path) -> list[str]:
     """Relative paths of the images under `src`, sorted; nothing under `skip` (DST may lie
-    inside SRC) and no hidden files (our own temporary files start with a dot)."""
+    inside SRC) and no hidden files (our own temporary files start with a dot). A symbolic
+    link whose target is missing is listed too: its manifest row says it is unreadable."""
     skip = skip.resolve()
     names = []
     for path in src.rglob("*"):
         wanted = path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
-        if wanted and path.is_file() and not path.resolve().is_relative_to(skip):
+        present = path.is_file() or (path.is_symlink() and not path.exists())
+        if wanted and present and not path.resolve().is_relative_to(skip):
             names.append(path.relative_to(src).as_posix())
     return sorted(names)
 
@@ -133,6 +161,8 @@ def crop_file(job: CropJob) -> dict:
 
 def load_image(path: Path):
     """(BGR image, "") or (None, why). Bytes first, so that any file name works."""
+    if path.is_symlink() and not path.exists():
+        return None, f"broken symbolic link (to {os.readlink(path)})"
     try:
         data = np.fromfile(path, dtype=np.uint8)
         image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
@@ -181,7 +211,7 @@ def main(argv=None) -> int:
         summary = crop_folder(args.src, args.dst, workers=args.workers,
                               overwrite=args.overwrite, manifest=args.manifest,
                               progress=progress)
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError) as error:  # FileNotFoundError, CropWriteError included
         print(f"crop: error: {error}", file=sys.stderr)
         return 1
     print_summary(summary, args.src, args.dst)

@@ -16,14 +16,13 @@ A set without some classes is scored two ways, because both questions matter:
 AUCs rank the seven-way probability of each present class against the rest of the set.
 Writes metrics.json, predictions.csv (ISIC columns), per_image.csv and external.md into
 ``RUN_DIR/external-<set name>/`` (or ``out``), all computed first, then staged and renamed
-into place (``run._staging`` / ``run._commit``): a failed scoring leaves no partial files.
+into place (``run.staged_outputs``): a failed scoring leaves no partial files.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +52,7 @@ from dermnet.evaluation.predictions import (
     measure_runtime,
     predict_split,
 )
-from dermnet.evaluation.run import _commit, _staging
+from dermnet.evaluation.run import staged_outputs
 from dermnet.evaluation.stats import clopper_pearson, compute_evaluation, to_json_ready
 from dermnet.training.data import RunData
 
@@ -140,12 +139,12 @@ def _load_encoder(run_dir: Path, config: Config) -> ClinicalEncoder:
 
 
 def _load_model(path: Path):
-    from dermnet.models import load_model
+    from dermnet.models import ModelFileError, load_model
 
     try:
         return load_model(path)
-    except Exception as error:  # Keras raises many kinds for a damaged archive
-        raise EvaluationError(f"{path}: cannot load the model ({error})") from None
+    except ModelFileError as error:
+        raise EvaluationError(str(error)) from None
 
 
 def clinical_notices(config: Config, external: ExternalSet) -> list[str]:
@@ -335,22 +334,13 @@ def write_external_outputs(target: Path, rows: pd.DataFrame, probabilities: np.n
                            metrics: dict, summary: str) -> None:
     """Write every file into a staging folder, then rename each into ``target``; on any
     failure remove the staging folder (and ``target`` if this call created it)."""
-    target = Path(target)
-    created = not target.exists()
-    staging = _staging(target)
-    try:
+    with staged_outputs(Path(target)) as staging:
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
         report.prediction_frame(rows["image_id"], probabilities).to_csv(
             staging / "predictions.csv", index=False, float_format="%.17g")
         per_image_frame(rows, probabilities).to_csv(staging / "per_image.csv", index=False,
                                                     float_format="%.17g")
         (staging / "external.md").write_text(summary + "\n")
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if created:
-            shutil.rmtree(target, ignore_errors=True)
-        raise
-    _commit(staging, target)
 
 
 # --- the summary ---------------------------------------------------------------------------

@@ -60,7 +60,7 @@ class Evaluation:
 def load_evaluation(run_dir: str | Path, split: str = "test", data_dir: str | Path | None = None,
                     log=print) -> Evaluation:
     """Everything an evaluation needs, from a finished run directory."""
-    from dermnet.models import load_model
+    from dermnet.models import ModelFileError, load_model
 
     run_dir = Path(run_dir)
     if split not in SPLITS:
@@ -81,7 +81,11 @@ def load_evaluation(run_dir: str | Path, split: str = "test", data_dir: str | Pa
         raise EvaluationError(f"{run_dir}: the {split} split has no images")
     log(f"{describe_provenance(data.provenance) if data.provenance else data.data_dir}: "
         f"{len(frame)} {split} images")
-    return Evaluation(run_dir, config, data, load_model(run_dir / "model.keras"),
+    try:
+        model = load_model(run_dir / "model.keras")
+    except ModelFileError as error:
+        raise EvaluationError(str(error)) from None
+    return Evaluation(run_dir, config, data, model,
                       "val" if split == "fold" else split, frame)
 
 

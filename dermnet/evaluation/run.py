@@ -18,7 +18,9 @@ an interrupted evaluation never leaves a half-written or mixed set of files.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -154,46 +156,64 @@ def _title(evaluation: Evaluation) -> str:
 
 def _write_photo_outputs(target: Path, evaluation: Evaluation, probabilities: np.ndarray,
                          metrics: dict) -> None:
-    staging = _staging(target)
-    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
-    photo_prediction_frame(evaluation.frame, probabilities, evaluation.data.task_names).to_csv(
-        staging / "predictions.csv", index=False, float_format="%.17g")
-    (staging / "per_task.md").write_text(
-        format_photo_summary(metrics, _title(evaluation)) + "\n")
-    _commit(staging, target)
+    with staged_outputs(target) as staging:
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
+        photo_prediction_frame(evaluation.frame, probabilities, evaluation.data.task_names
+                               ).to_csv(staging / "predictions.csv", index=False,
+                                        float_format="%.17g")
+        (staging / "per_task.md").write_text(
+            format_photo_summary(metrics, _title(evaluation)) + "\n")
 
 
-def _staging(target: Path) -> Path:
+@contextlib.contextmanager
+def staged_outputs(target: Path):
+    """A staging folder inside ``target`` for the body to write into; every file is renamed
+    into ``target`` only once all were written. A failed write (a full disk) removes the
+    staging folder (and ``target`` if this call made it) and leaves ``target``'s earlier
+    files as they were."""
+    target = Path(target)
+    created = not target.exists()
     target.mkdir(parents=True, exist_ok=True)
     staging = target / ".evaluation-partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    return staging
-
-
-def _commit(staging: Path, target: Path) -> None:
+    try:
+        yield staging
+    except OSError as error:
+        _discard(staging, target, created)
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise OSError(f"cannot write the evaluation into {target}: {reason}; its earlier "
+                      "files are unchanged") from None
+    except BaseException:
+        _discard(staging, target, created)
+        raise
     for path in staging.iterdir():
         path.replace(target / path.name)
     staging.rmdir()
 
 
+def _discard(staging: Path, target: Path, created: bool) -> None:
+    shutil.rmtree(staging, ignore_errors=True)
+    if created:
+        shutil.rmtree(target, ignore_errors=True)
+
+
 def _write_outputs(target: Path, evaluation: Evaluation, probabilities: np.ndarray,
                    metrics: dict, focus: LesionFocus | None = None) -> None:
     """Write every file into a staging folder, then rename each into ``target``."""
-    staging = _staging(target)
     title = _title(evaluation)
-    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
-    report.prediction_frame(evaluation.frame["image_id"], probabilities).to_csv(
-        staging / "predictions.csv", index=False, float_format="%.17g")
-    report.per_image_frame(evaluation.frame, probabilities).to_csv(
-        staging / "per_image.csv", index=False, float_format="%.17g")
-    (staging / "per_class.md").write_text(report.format_summary(metrics, title) + "\n")
-    report.class_table_numbers(metrics).to_csv(staging / "per_class.csv", index=False)
-    report.plot_confusion_matrix(metrics, staging / "confusion_matrix.png", title)
-    report.plot_roc(evaluation.truth, probabilities, staging / "roc.png", title)
-    _write_lesion_focus(staging, focus, title)
-    written = {path.name for path in staging.iterdir()}
-    _commit(staging, target)
+    with staged_outputs(target) as staging:
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
+        report.prediction_frame(evaluation.frame["image_id"], probabilities).to_csv(
+            staging / "predictions.csv", index=False, float_format="%.17g")
+        report.per_image_frame(evaluation.frame, probabilities).to_csv(
+            staging / "per_image.csv", index=False, float_format="%.17g")
+        (staging / "per_class.md").write_text(report.format_summary(metrics, title) + "\n")
+        report.class_table_numbers(metrics).to_csv(staging / "per_class.csv", index=False)
+        report.plot_confusion_matrix(metrics, staging / "confusion_matrix.png", title)
+        report.plot_roc(evaluation.truth, probabilities, staging / "roc.png", title)
+        _write_lesion_focus(staging, focus, title)
+        written = {path.name for path in staging.iterdir()}
     # Lesion-focus files of an earlier evaluation would contradict this metrics.json.
     for name in set(LESION_FOCUS_FILES) - written:
         (target / name).unlink(missing_ok=True)

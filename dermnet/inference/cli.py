@@ -77,6 +77,8 @@ def main(argv=None) -> int:
             output = run(args)
         except InputFileError as error:
             return _fail(error, 1)
+        except OSError as error:  # writing a heatmap: a full disk, a read-only folder
+            return _fail(error, 1)
         except (UsageError, ClinicalInputError) as error:
             return _fail(error, 2)
     print(output, end="")
@@ -113,6 +115,8 @@ def _check_options(args: argparse.Namespace) -> None:
         raise UsageError(f"give either --clinical-csv or {', '.join(given)}, not both")
     if args.gradcam_class and not args.gradcam:
         raise UsageError("--gradcam-class needs --gradcam OUT_DIR")
+    if args.gradcam and args.gradcam.exists() and not args.gradcam.is_dir():
+        raise UsageError(f"--gradcam OUT_DIR: {args.gradcam} exists and is not a folder")
 
 
 def _clinical_rows(args, predictor, paths: list[Path]):

@@ -153,8 +153,10 @@ def save_png(path: Path, image: np.ndarray) -> None:
     """Write RGB uint8 [H, W, 3] as a PNG atomically: a temporary file renamed into place,
     so a reader never sees half an image."""
     def write(partial: Path) -> None:
-        if not cv2.imwrite(str(partial), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"{path}: cannot write the image")
+        encoded, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        if not encoded:
+            raise OSError(f"{path}: OpenCV cannot encode the image")
+        Path(partial).write_bytes(data.tobytes())  # a failed write raises, with its errno
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, write)

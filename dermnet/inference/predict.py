@@ -194,14 +194,12 @@ def _locate_model(path: Path) -> Path:
 
 
 def _load_model(path: Path) -> keras.Model:
-    from dermnet.models import load_model  # registers dermnet's layers before loading
+    from dermnet.models import ModelFileError, load_model  # registers dermnet's layers
 
     try:
         return load_model(path)
-    # Keras raises many types for a file that is not a model (zip, JSON, key, value errors);
-    # each means the same to the user: this file cannot be used.
-    except Exception as error:
-        raise InputFileError(f"{path}: cannot load the model ({error})") from error
+    except ModelFileError as error:
+        raise InputFileError(str(error)) from None
 
 
 def _input_names(model: keras.Model) -> list[str]:

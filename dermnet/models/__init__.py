@@ -18,6 +18,20 @@ from dermnet.models import (  # noqa: E402,F401
 )
 
 
-def load_model(path) -> keras.Model:
-    """Load a dermnet ``model.keras`` for inference (no optimizer state is compiled)."""
-    return keras.saving.load_model(path, compile=False, safe_mode=True)
+class ModelFileError(ValueError):
+    """A model file that cannot be used: missing, damaged, or refused by safe_mode."""
+
+
+def load_model(path, **options) -> keras.Model:
+    """Load a dermnet ``model.keras`` for inference (no optimizer state is compiled), with
+    Keras's ``safe_mode`` on: a file that would run code (a lambda, a function such as
+    ``os.system`` named in its config) is refused. Any failure is one ``ModelFileError``
+    naming the file; Keras raises many kinds (zip, JSON, key, type errors) for a file that is
+    not a usable model, and each means the same to the user."""
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True, **options)
+    except Exception as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        if len(reason) > 300:
+            reason = reason[:300] + " ..."
+        raise ModelFileError(f"{path}: cannot load the model ({reason})") from error

@@ -10,6 +10,7 @@ decisions an uninterrupted one would.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -24,6 +25,14 @@ from dermnet.run_lock import LOCK_NAME, RunLock
 
 FINISHED = "finished.json"  # written last by every run: the run is complete
 BACKUP_METADATA = "training_metadata.json"  # names the committed backup (epoch, weights file)
+
+
+class DiskWriteError(OSError):
+    """A file of the run could not be written (full disk, read-only folder); ``str`` is the
+    plain sentence, without the ``[Errno N]`` prefix."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
 
 
 class RunExistsError(RuntimeError):
@@ -96,16 +105,48 @@ def empty_run_dir(workdir: Path) -> None:
             item.unlink()
 
 
-def write_atomic(path: str | Path, writer) -> None:
-    """Call ``writer(temporary_path)``, then rename the result onto ``path``."""
+def write_atomic(path: str | Path, writer, needed_bytes: int = 0) -> None:
+    """Call ``writer(temporary_path)``, then rename the result onto ``path``.
+
+    ``needed_bytes`` > 0: first check that the disk has that much room (see
+    ``ensure_free_space``). Writing failures are an ``OSError`` naming ``path``.
+    """
     path = Path(path)
+    if needed_bytes:
+        ensure_free_space(path.parent, needed_bytes, path)
     partial = path.with_name(f".{path.stem}.partial{''.join(path.suffixes)}")
     try:
         writer(partial)
         os.replace(partial, path)
+    except OSError as error:
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise DiskWriteError(error.errno, f"cannot write {path}: {reason}") from None
     finally:
         if partial.exists():
             partial.unlink()
+
+
+def ensure_free_space(folder: Path, needed_bytes: int, path: Path) -> None:
+    """Refuse to start writing ``path`` when ``folder``'s disk has less than ``needed_bytes``
+    (plus 5% and 16 MiB) free. HDF5 (every Keras weights file) does not survive a full
+    disk: h5py fails while flushing and the process dies with a segmentation fault before
+    any error is shown. Checked before each write, a full disk is an error like any other."""
+    free = shutil.disk_usage(folder).free
+    wanted = int(needed_bytes * 1.05) + (16 << 20)
+    if free < wanted:
+        raise DiskWriteError(errno.ENOSPC, f"cannot write {path}: no space left on device "
+                      f"({free / 2**20:.0f} MiB free, about {wanted / 2**20:.0f} MiB "
+                      "needed); free some space and run the same command again to resume")
+
+
+def weights_bytes(model) -> int:
+    """Bytes of a weights file of ``model``: its variables and its optimizer's."""
+    variables = list(model.weights)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and getattr(optimizer, "built", False):
+        variables += list(optimizer.variables)
+    return sum(int(np.prod(variable.shape)) * np.dtype(variable.dtype).itemsize
+               for variable in variables)
 
 
 def write_json_atomic(path: str | Path, payload) -> None:
@@ -164,7 +205,8 @@ class BestModelKeeper(keras.callbacks.Callback):
                            f"({', '.join(sorted(logs or {}))})")
         state = self.state_before(epoch)
         if self._improves(float(value), state["best"]):
-            write_atomic(self.weights_path, self.model.save_weights)
+            write_atomic(self.weights_path, self.model.save_weights,
+                         weights_bytes(self.model))
             state.update(best=float(value), best_epoch=epoch, wait=0)
         else:
             state["wait"] += 1
@@ -244,7 +286,8 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         backup = Path(self.backup_dir)
         backup.mkdir(parents=True, exist_ok=True)
         weights = backup / f"epoch-{self._current_epoch}.weights.h5"
-        write_atomic(weights, lambda target: self.model.save_weights(target, overwrite=True))
+        write_atomic(weights, lambda target: self.model.save_weights(target, overwrite=True),
+                     weights_bytes(self.model))
         write_json_atomic(backup / BACKUP_METADATA, {
             "epoch": self._current_epoch, "batch": self._last_batch_seen,
             "weights": weights.name})

@@ -20,6 +20,7 @@ TensorFlow-specific (tf.data, tf.distribute).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import shutil
@@ -39,13 +40,16 @@ from dermnet.training.checkpoints import (
     FINISHED,
     AtomicBackupAndRestore,
     BestModelKeeper,
+    DiskWriteError,
     EpochSeeds,
     HistoryFile,
+    ensure_free_space,
     hold_run_dir,
     load_backup,
     prepare_run_dir,
     read_backup_metadata,
     read_best_state,
+    weights_bytes,
     write_atomic,
     write_json_atomic,
 )
@@ -204,7 +208,7 @@ def _run_phase(phase: Phase, config: Config, data: RunData, strategy, workdir: P
 
 def _commit_phase(model, weights: Path, backup: Path):
     """The phase's weights, then (never before) the resume backup goes."""
-    write_atomic(weights, model.save_weights)
+    write_atomic(weights, model.save_weights, weights_bytes(model))
     shutil.rmtree(backup, ignore_errors=True)
     return model
 
@@ -297,7 +301,7 @@ def _finish(model, config: Config, data: RunData, workdir: Path, seconds: float,
     inference = data.build_model(dataclasses.replace(
         config, model=dataclasses.replace(config.model, weights=None)))
     inference.set_weights(model.get_weights())
-    write_atomic(workdir / "model.keras", inference.save)
+    write_atomic(workdir / "model.keras", inference.save, weights_bytes(inference))
     _export_saved_model(inference, workdir / "saved_model")
     summary = {"best_epoch": best["best_epoch"] + 1, "monitor": config.training.monitor,
                "best_value": best["best"], "stopped_early": best["stopped_early"],
@@ -312,6 +316,12 @@ def _export_saved_model(model, target: Path) -> None:
     """TensorFlow SavedModel for serving (``model.export``), written beside then renamed."""
     partial = target.with_name(f".{target.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    model.export(str(partial), format="tf_saved_model", verbose=False)
+    ensure_free_space(target.parent, 2 * weights_bytes(model), target)
+    try:
+        model.export(str(partial), format="tf_saved_model", verbose=False)
+    except Exception as error:  # TensorFlow reports a failed write as one of its own errors
+        shutil.rmtree(partial, ignore_errors=True)
+        message = " ".join(str(error).split())[:300]
+        raise DiskWriteError(errno.EIO, f"cannot write {target}: {message}") from None
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)

@@ -1,5 +1,6 @@
-"""Fault catalogue, training (issue 12 of the outside trial): two processes on one run folder,
-a kill at the end of a phase, non-finite training, corrupt resume state, leftovers.
+"""Fault catalogue, runs (issue 12 of the outside trial): two processes on one run folder, a
+kill at the end of a phase, non-finite training and models, corrupt resume state, a model
+file that names a function, leftovers.
 
 Each test reproduced its fault before the fix; the case numbers are the trial's.
 """
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -202,6 +204,55 @@ def test_3_evaluate_refuses_a_model_with_non_finite_output(nan_run, cache_dir):
     assert not (nan_run / "metrics.json").exists()
 
 
+# -- 4. a full disk while evaluating and writing Grad-CAM -------------------------------------
+
+@pytest.mark.slow
+def test_4_evaluate_on_a_full_disk_keeps_the_earlier_evaluation(tmp_path, finished_run,
+                                                                cache_dir, file_size_limit):
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    first = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), str(out)],
+                           env=environment(cache_dir), cwd=ROOT, capture_output=True,
+                           text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    result = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), str(out), "--tta", "2"],
+                            env=environment(cache_dir), cwd=ROOT, capture_output=True,
+                            text=True, timeout=600, preexec_fn=file_size_limit(4000))
+    assert result.returncode == 1
+    assert f"cannot write the evaluation into {out}: File too large" in result.stderr, \
+        result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    after = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    assert after == before and not (out / ".evaluation-partial").exists()
+
+
+@pytest.mark.slow
+def test_4_gradcam_on_a_full_disk_is_one_line(tmp_path, finished_run, cache_dir,
+                                              file_size_limit):
+    image = _any_phantom_image(cache_dir)
+    result = subprocess.run([sys.executable, str(ROOT / "predict.py"), str(finished_run),
+                             str(image), "--gradcam", str(tmp_path / "maps")],
+                            env=environment(cache_dir), cwd=ROOT, capture_output=True,
+                            text=True, timeout=600, preexec_fn=file_size_limit(2000))
+    assert result.returncode == 1
+    assert "predict.py: error: cannot write" in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "maps").glob("*"))  # no half-written heatmap
+
+
+def test_5_gradcam_into_a_file_is_one_line(tmp_path, finished_run, cache_dir, capsys):
+    (tmp_path / "a-file").write_text("keep me")
+    from dermnet.inference.cli import main
+
+    status = main([str(finished_run), str(_any_phantom_image(cache_dir)), "--gradcam",
+                   str(tmp_path / "a-file")])
+    assert status == 2
+    assert f"--gradcam OUT_DIR: {tmp_path / 'a-file'} exists and is not a folder" in \
+        capsys.readouterr().err
+    assert (tmp_path / "a-file").read_text() == "keep me"
+
+
 # -- 5. a corrupt resume file names itself ----------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -236,6 +287,46 @@ def test_5_corrupt_resume_state_is_an_error_naming_the_file(tmp_path, cache_dir,
     assert result.returncode == 1
     assert f"{out / name}: unreadable" in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+def write_model_naming_os_system(source: Path, target: Path) -> None:
+    """``source``'s model.keras with its softmax replaced by a reference to ``os.system``."""
+    function = json.dumps({"module": "os", "class_name": "function", "config": "system",
+                           "registered_name": "function"})
+    with zipfile.ZipFile(source) as archive, zipfile.ZipFile(target, "w") as out:
+        for item in archive.infolist():
+            data = archive.read(item.filename)
+            if item.filename == "config.json":
+                text = data.decode()
+                assert '"activation": "softmax"' in text
+                data = text.replace('"activation": "softmax"', f'"activation": {function}',
+                                    1).encode()
+            out.writestr(item, data)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["evaluate.py", "predict.py"])
+def test_5_a_model_naming_os_system_is_one_line_error(tmp_path, finished_run, cache_dir,
+                                                      script):
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    write_model_naming_os_system(finished_run / "model.keras", out / "model.keras")
+    extra = [str(_any_phantom_image(cache_dir))] if script == "predict.py" else []
+    result = subprocess.run([sys.executable, str(ROOT / script), str(out), *extra],
+                            env=environment(cache_dir), cwd=ROOT, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 1
+    assert f"{out / 'model.keras'}: cannot load the model" in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+
+
+def test_5_load_model_names_the_file_whatever_keras_raises(tmp_path):
+    from dermnet.models import ModelFileError, load_model
+
+    for name, content in (("text.keras", b"not a zip"), ("empty.keras", b"")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ModelFileError, match=f"{tmp_path / name}: cannot load the model"):
+            load_model(tmp_path / name)
 
 
 # -- 6. leftovers and lock-outs ---------------------------------------------------------------
