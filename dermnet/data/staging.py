@@ -7,14 +7,24 @@
 
 A reader therefore finds ``out_dir`` absent or complete, whatever instant a writer stops at.
 The phantom datasets and the GAN's synthetic datasets are written this way.
+
+A writer killed outright (``kill -9``) cannot delete its staging folder. Each writer holds a
+``RunLock`` inside its staging folder while it works, so the next writer of the same
+destination recognises a sibling nobody holds as a leftover and removes it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import pathlib
 import shutil
+import time
 import uuid
+
+from dermnet.run_lock import LOCK_NAME, RunLock, RunLockedError
+
+STARTING_SECONDS = 60  # a staging folder younger than this may not have taken its lock yet
 
 
 def check_new_folder(out_dir, what: str = "a dataset") -> None:
@@ -32,13 +42,44 @@ def staged_folder(out_dir):
     replaced, a non-empty one makes the final rename fail and the staging folder go."""
     out_dir = pathlib.Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(out_dir)
     staging = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:12]}.partial"
     staging.mkdir()
+    lock = RunLock(staging).acquire()
     try:
         yield staging
+        # The lock file goes while still held (the folder, just modified, then counts as
+        # starting up for a cleaner), and the lock itself only after the rename.
+        (staging / LOCK_NAME).unlink()
         if out_dir.exists():
             out_dir.rmdir()  # empty, checked before; rmdir refuses if that changed meanwhile
         staging.rename(out_dir)
+        lock.release()
     except BaseException:
+        lock.release()
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def remove_leftovers(out_dir, log=print) -> list[pathlib.Path]:
+    """Remove the staging folders of ``out_dir`` that no live writer holds (left by a killed
+    one); returns them."""
+    out_dir = pathlib.Path(out_dir)
+    removed = []
+    pattern = f".{glob.escape(out_dir.name)}.*.partial"
+    for candidate in sorted(out_dir.parent.glob(pattern)):
+        if candidate.is_dir() and not candidate.is_symlink() and _is_abandoned(candidate):
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+            log(f"removed {candidate}: the partial output of a writer that was killed")
+    return removed
+
+
+def _is_abandoned(staging: pathlib.Path) -> bool:
+    if not (staging / LOCK_NAME).exists():  # starting up, or from a killed writer long ago
+        return time.time() - staging.stat().st_mtime > STARTING_SECONDS
+    try:
+        with RunLock(staging):
+            return True
+    except RunLockedError:
+        return False

@@ -136,3 +136,42 @@ def test_4_a_failing_write_in_training_is_one_line(tmp_path, cache_dir, file_siz
     assert lines == [f"error: cannot write {out / 'state' / 'best.weights.h5'}: "
                      "File too large"], result.stderr[-2000:]
     assert not out.exists()  # nothing completed: the folder it created is gone
+
+
+# -- 6. leftovers of killed writers -----------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["phantom"])
+def test_6_a_killed_writer_leaves_a_partial_folder_the_next_one_removes(tmp_path, command):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "phantom"
+    arguments = ["-m", "dermnet.data", "phantom", str(out), "--num-images", "3000"]
+    process = subprocess.Popen([sys.executable, *arguments], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"})
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob(".phantom.*.partial/*/*.jpg")):
+        assert process.poll() is None and time.monotonic() < deadline, "it ended too soon"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    leftover = list(tmp_path.glob(".phantom.*.partial"))
+    assert len(leftover) == 1
+    result = run_module([*arguments[:-1], "40"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"removed {leftover[0]}" in result.stdout
+    assert not list(tmp_path.glob(".phantom.*.partial"))
+    assert (out / "HAM10000_metadata.csv").is_file()
+
+
+def test_6_a_live_writers_staging_folder_is_left_alone(tmp_path):
+    from dermnet.data.staging import remove_leftovers, staged_folder
+
+    out = tmp_path / "data"
+    with staged_folder(out) as staging:
+        assert remove_leftovers(out, log=lambda line: None) == [] and staging.is_dir()
+        (staging / "file").write_text("x")
+    assert (out / "file").read_text() == "x" and not (out / ".lock").exists()
