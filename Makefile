@@ -30,11 +30,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 demo: $(STAMP)
-	TF_CPP_MIN_LOG_LEVEL=$${TF_CPP_MIN_LOG_LEVEL:-2} $(BIN)/python -m dermnet.demo --out $(DEMO_DIR)
+	$(BIN)/python -m dermnet.demo --out $(DEMO_DIR)
 
 # The GAN demonstration of the README (about 20 min on 2 CPU cores); each step is skipped
 # when its output is already there, so an interrupted run picks up where it stopped.
-gan-demo: export TF_CPP_MIN_LOG_LEVEL ?= 2
 gan-demo: $(STAMP)
 	test -f $(GAN_DEMO_DIR)/gan/finished.json || \
 	  $(BIN)/python -m gan train --preset phantom --out $(GAN_DEMO_DIR)/gan

@@ -7,12 +7,12 @@
         --model-run runs/smoke --out reports/readers       # human readers beside the model
 """
 
-import os
 import sys
 
 if __name__ == "__main__":
-    # TensorFlow's C++ start-up chatter hides the report; TF_CPP_MIN_LOG_LEVEL=0 shows it.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from dermnet.quiet import quiet_tensorflow
+
+    quiet_tensorflow()  # TensorFlow's C++ start-up lines hidden; --verbose shows them
     from dermnet.evaluation.cli import main
 
     sys.exit(main())

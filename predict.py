@@ -8,14 +8,14 @@
 The work is done by ``dermnet.inference``; this file only starts it.
 """
 
-import os
 import sys
 
 if __name__ == "__main__":
-    # Level 3 hides TensorFlow's C++ chatter, errors included: a damaged JPEG would otherwise
-    # log a libjpeg line before predict.py's own message naming the file. Set
-    # TF_CPP_MIN_LOG_LEVEL=0 to see it all again.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from dermnet.quiet import quiet_tensorflow
+
+    # TensorFlow's C++ lines hidden, errors included: a damaged JPEG would otherwise log a
+    # libjpeg line before predict.py's own message naming the file. --verbose shows them.
+    quiet_tensorflow()
     from dermnet.inference.cli import main
 
     sys.exit(main())

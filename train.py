@@ -8,13 +8,12 @@ Options map onto the configuration (``dermnet/config.py``); ``--set section.fiel
 reaches every field. Without ``--data-dir`` the run uses the SYNTHETIC phantom dataset.
 """
 
-import os
 import sys
 
 if __name__ == "__main__":
-    # TensorFlow's C++ start-up chatter (CUDA probing, CPU flags) hides the progress lines;
-    # set TF_CPP_MIN_LOG_LEVEL=0 to see it again.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from dermnet.quiet import quiet_tensorflow
+
+    quiet_tensorflow()  # TensorFlow's C++ start-up lines hidden; --verbose shows them
     from dermnet.training.cli import main
 
     sys.exit(main())

@@ -62,4 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from dermnet.quiet import quiet_tensorflow
+
+    quiet_tensorflow()  # TensorFlow's C++ start-up lines hidden; --verbose shows them
     sys.exit(main())

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from pathlib import Path
 
@@ -169,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # TensorFlow's C++ start-up chatter hides the progress lines; TF_CPP_MIN_LOG_LEVEL=0
-    # shows it again.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from dermnet.quiet import quiet_tensorflow
+
+    quiet_tensorflow()  # TensorFlow's C++ start-up lines hidden; --verbose shows them
     sys.exit(main())

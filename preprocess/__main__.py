@@ -41,4 +41,7 @@ def usage() -> str:
 
 
 if __name__ == "__main__":
+    from dermnet.quiet import quiet_tensorflow
+
+    quiet_tensorflow()  # TensorFlow's C++ start-up lines hidden; --verbose shows them
     sys.exit(main())

@@ -257,4 +257,7 @@ def _run_photo_split(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
+    from dermnet.quiet import quiet_tensorflow
+
+    quiet_tensorflow()  # TensorFlow's C++ start-up lines hidden; --verbose shows them
     sys.exit(main())
