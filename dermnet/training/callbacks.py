@@ -170,7 +170,7 @@ class ConfusionMatrixImage(keras.callbacks.Callback):
     sparse int labels, or a `(features, labels)` tuple of arrays) in one pass, so labels and
     predictions stay paired even if it is shuffled. The model runs on one device outside the
     strategy (no collective ops), so only the chief predicts. Tag "confusion_matrix" at
-    step = epoch (0-based, like Keras' epoch scalars) in `log_dir/validation`.
+    step = epoch (1-based, like EpochTensorBoard's scalars) in `log_dir/validation`.
     `self.matrix` holds the latest matrix (rows: true class, columns: predicted class).
     """
 
@@ -194,7 +194,7 @@ class ConfusionMatrixImage(keras.callbacks.Callback):
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(str(self.log_dir / "validation"))
         with self._writer.as_default():
-            tf.summary.image("confusion_matrix", image[np.newaxis], step=epoch)
+            tf.summary.image("confusion_matrix", image[np.newaxis], step=epoch + 1)
         self._writer.flush()
 
     def on_train_end(self, logs=None):
@@ -321,6 +321,14 @@ def log_text(log_dir, tag: str, text: str, is_chief=None) -> None:
     with writer.as_default():
         tf.summary.text(tag, text, step=0)
     writer.close()
+
+
+class EpochTensorBoard(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard callback with epochs numbered as the console numbers them: the
+    scalars of epoch 1 at step 1 (Keras writes them at step 0)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + 1, logs)
 
 
 def log_hparams(log_dir, hparams, *, metrics=HPARAMS_METRICS, group="validation", is_chief=None):

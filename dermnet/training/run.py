@@ -265,7 +265,7 @@ def _make_callbacks(model, config, data: RunData, workdir: Path, phase: Phase, t
         BestModelKeeper(state / "best.weights.h5", state / "best.json",
                         training_config.monitor, training_config.patience),
         HistoryFile(workdir / "history.csv"),
-        keras.callbacks.TensorBoard(log_dir=str(logs), write_graph=False),
+        monitoring.EpochTensorBoard(log_dir=str(logs), write_graph=False),
     ]
     if data.class_names:  # one softmax over classes: a confusion matrix per epoch
         callbacks.append(monitoring.ConfusionMatrixImage(str(logs), validation,
@@ -280,13 +280,23 @@ def _make_callbacks(model, config, data: RunData, workdir: Path, phase: Phase, t
     return callbacks
 
 
+# The HParams table's first columns: what tells the runs of a grid apart. Then the rest of
+# the config, with where the data live and how they are cached last.
+HPARAMS_FIRST = ("model.backbone", "data.image_size", "data.clinical", "data.fold",
+                 "model.weights", "training.epochs", "training.learning_rate", "data.sampling")
+HPARAMS_LAST = ("data.data_dir", "data.cache", "data.sources_csv", "data.crop_dir")
+
+
 def _hparams(config: Config) -> dict:
     flat = {}
     for section, values in config_to_dict(config).items():
         if isinstance(values, dict):
             flat.update({f"{section}.{key}": value for key, value in values.items()
                          if not isinstance(value, dict)})
-    return flat
+    first = [name for name in HPARAMS_FIRST if name in flat]
+    last = [name for name in HPARAMS_LAST if name in flat]
+    middle = [name for name in flat if name not in first and name not in last]
+    return {name: flat[name] for name in first + middle + last}
 
 
 def _best_state(workdir: Path) -> dict:

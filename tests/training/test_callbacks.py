@@ -23,6 +23,7 @@ from dermnet.training.callbacks import (
     AugmentedImages,
     ConfusionMatrixImage,
     EpochSummary,
+    EpochTensorBoard,
     Throughput,
     compute_confusion_matrix,
     compute_learning_rate,
@@ -80,7 +81,7 @@ def run(tmp_path_factory):
     callbacks = [
         Throughput(BATCH),
         EpochSummary(stream=console),
-        keras.callbacks.TensorBoard(log_dir),
+        EpochTensorBoard(log_dir),
         keras.callbacks.CSVLogger(run_dir / "history.csv"),
         confusion,
         AugmentedImages(log_dir, train, max_images=5),
@@ -126,7 +127,8 @@ def test_learning_rate_is_written_once_per_epoch_at_the_schedule_value(run):
     steps_per_epoch = TRAIN_IMAGES // BATCH
     expected = [(epoch, float(LEARNING_RATE((epoch + 1) * steps_per_epoch)))
                 for epoch in range(EPOCHS)]
-    assert [step for step, _ in values] == [0, 1]  # no duplicate tag from two writers
+    # Epochs numbered from 1, as the console numbers them; no duplicate tag from two writers.
+    assert [step for step, _ in values] == [1, 2]
     assert [value for _, value in values] == pytest.approx([value for _, value in expected])
     assert run["history"]["learning_rate"] == pytest.approx([value for _, value in expected])
 
@@ -141,7 +143,7 @@ def test_throughput_and_learning_rate_reach_history_csv(run):
 
 def test_confusion_matrix_image_per_epoch_in_validation(run):
     images = image_values(load_events(run["log_dir"] / "validation"), "confusion_matrix")
-    assert [step for step, _ in images] == [0, 1]
+    assert [step for step, _ in images] == [1, 2]
     picture = images[-1][1]
     assert picture.ndim == 3 and picture.shape[0] > 200 and picture.shape[1] > 200
     # The matrix pictured is the model's: every validation image counted once, as predicted.
@@ -163,7 +165,7 @@ def test_hparams_record_names_values_and_validation_metrics(run):
         content[hparams_metadata.EXPERIMENT_TAG])
     session = hparams_metadata.parse_session_start_info_plugin_data(
         content[hparams_metadata.SESSION_START_INFO_TAG])
-    assert {info.name for info in experiment.hparam_infos} == set(HPARAMS)
+    assert [info.name for info in experiment.hparam_infos] == list(HPARAMS)  # in order
     metrics = {(info.name.group, info.name.tag) for info in experiment.metric_infos}
     assert {("validation", "epoch_balanced_accuracy"), ("validation", "epoch_macro_auc"),
             ("validation", "epoch_accuracy"), ("validation", "epoch_loss")} <= metrics
@@ -271,7 +273,7 @@ def test_confusion_matrix_every_n_epochs_and_shuffled_data(tmp_path):
         callback.on_epoch_end(epoch)
     callback.on_train_end()
     images = image_values(load_events(tmp_path / "validation"), "confusion_matrix")
-    assert [step for step, _ in images] == [0, 2]
+    assert [step for step, _ in images] == [1, 3]  # epochs 1 and 3, as the console says
     expected = compute_confusion_matrix(
         labels, model.predict(features, verbose=0).argmax(axis=1), len(CLASSES))
     np.testing.assert_array_equal(callback.matrix, expected)  # pairs kept despite shuffling
@@ -317,3 +319,13 @@ def test_callbacks_under_mirrored_strategy(tmp_path):
     assert report["matrix"] == report["expected"]
     assert report["images_per_second"][0] > 0
     assert len(image_values(load_events(tmp_path / "validation"), "confusion_matrix")) == 1
+
+
+def test_a_runs_hparams_start_with_what_tells_runs_apart():
+    from dermnet.config import make_config
+    from dermnet.training.run import _hparams
+
+    names = list(_hparams(make_config("default")))
+    assert names[:4] == ["model.backbone", "data.image_size", "data.clinical", "data.fold"]
+    assert names[-4:] == ["data.data_dir", "data.cache", "data.sources_csv", "data.crop_dir"]
+    assert len(names) == len(set(names))
