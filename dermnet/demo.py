@@ -34,7 +34,10 @@ def run_demo(out_dir: Path, overwrite: bool = False) -> None:
         _section(f"Training {config.model.backbone}, {name}, into {run_dir}")
         run_config = dataclasses.replace(config, data=dataclasses.replace(config.data,
                                                                           clinical=clinical))
-        if overwrite or not (run_dir / "finished.json").exists():
+        if not overwrite and _finished_with(run_dir, run_config):
+            print(f"{run_dir}: already finished, reusing it (--overwrite, or DEMO_DIR=... "
+                  "for make demo, trains anew)")
+        else:
             train_and_evaluate(run_config, run_dir, overwrite=overwrite)
         run_dirs.append(run_dir)
     for run_dir in run_dirs:
@@ -46,6 +49,16 @@ def run_demo(out_dir: Path, overwrite: bool = False) -> None:
           "predictions.csv, per_class.md, confusion_matrix.png, roc.png)")
     print(f"Comparison:      {out_dir / 'report'}/report.md")
     print(f"TensorBoard:     tensorboard --logdir {out_dir / 'runs'}")
+
+
+def _finished_with(run_dir: Path, config) -> bool:
+    from dermnet.config import load_config
+
+    try:
+        return (run_dir / "finished.json").exists() and load_config(
+            run_dir / "config.json") == config
+    except (OSError, ValueError):
+        return False
 
 
 def _section(title: str) -> None:

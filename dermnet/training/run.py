@@ -273,7 +273,9 @@ def _make_callbacks(model, config, data: RunData, workdir: Path, phase: Phase, t
     if phase.first_epoch == 0:
         callbacks.append(monitoring.AugmentedImages(str(logs), training))
         monitoring.log_hparams(str(logs), _hparams(config))
-    if not sys.stdout.isatty():
+    if not sys.stdout.isatty():  # a terminal has Keras's progress bar instead
+        callbacks.append(monitoring.ProgressLines(config.data.batch_size * model
+                                                  .distribute_strategy.num_replicas_in_sync))
         callbacks.append(monitoring.EpochSummary())
     # Last, so that a backup is only taken once every other callback recorded the epoch.
     callbacks.append(AtomicBackupAndRestore(str(state / f"backup-{phase.name}")))

@@ -24,6 +24,7 @@ from dermnet.training.callbacks import (
     ConfusionMatrixImage,
     EpochSummary,
     EpochTensorBoard,
+    ProgressLines,
     Throughput,
     compute_confusion_matrix,
     compute_learning_rate,
@@ -329,3 +330,19 @@ def test_a_runs_hparams_start_with_what_tells_runs_apart():
     assert names[:4] == ["model.backbone", "data.image_size", "data.clinical", "data.fold"]
     assert names[-4:] == ["data.data_dir", "data.cache", "data.sources_csv", "data.crop_dir"]
     assert len(names) == len(set(names))
+
+
+def test_progress_lines_come_every_15_seconds_with_an_eta():
+    now = [0.0]
+    stream = io.StringIO()
+    callback = ProgressLines(batch_size=32, every=15, stream=stream, clock=lambda: now[0])
+    callback.set_params({"epochs": 8, "steps": 100})
+    callback.on_epoch_begin(0)
+    for step in range(100):  # 1 s per step
+        now[0] += 1.0
+        callback.on_train_batch_end(step)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 6  # at 15, 30, ..., 90 s
+    # 15 steps of 32 images in 15 s; 85 steps left at 1 s each.
+    assert lines[0] == "epoch 1/8: step 15/100 (15%), 32.0 img/s, ETA 1.4 min"
+    assert lines[-1] == "epoch 1/8: step 90/100 (90%), 32.0 img/s, ETA 10 s"
