@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +97,9 @@ class Predictor:
                 estimated = np.tile(WHOLE_IMAGE, (len(readable), 1))
             found = dict(zip(readable, estimated))
             boxes = np.stack([found.get(Path(path), WHOLE_IMAGE) for path in paths])
-        return read_images(paths, self.image_size, self.resize, boxes)
+        pixels = read_images(paths, self.image_size, self.resize, boxes)
+        warn_small_images(paths, self.image_size)
+        return pixels
 
     def describe_training_data(self) -> str:
         """What the model was trained on, in one line (real or SYNTHETIC images, sizes)."""
@@ -273,6 +276,30 @@ def decode_image_file(path: Path, image_size: tuple[int, int] | None = None,
     except tf.errors.OpError as error:
         raise ImageReadError({path: f"not a readable image ({_op_message(error)})"}) from None
     return image.numpy()
+
+
+def warn_small_images(paths, image_size: tuple[int, int], factor: float = 2.0) -> None:
+    """A warning for each image whose height or width is under 1/``factor`` of the model's
+    input: it was upsampled that much, and what the model says of it means little."""
+    height, width = image_size
+    for path in map(Path, paths):
+        shape = image_shape(read_image_bytes(path))
+        if shape[0] * factor < height or shape[1] * factor < width:
+            warnings.warn(f"{path}: {shape[1]}x{shape[0]} pixels, far smaller than the "
+                          f"model's {width}x{height} input: upsampled, so its prediction "
+                          "means little", stacklevel=2)
+
+
+def image_shape(contents: bytes) -> tuple[int, int]:
+    """(height, width) of an encoded image, from its header for JPEG and PNG."""
+    if contents[:8] == b"\x89PNG\r\n\x1a\n" and len(contents) >= 24:
+        width, height = struct.unpack(">II", contents[16:24])
+        return int(height), int(width)
+    if contents[:2] == b"\xff\xd8":
+        shape = tf.io.extract_jpeg_shape(contents).numpy()
+        return int(shape[0]), int(shape[1])
+    shape = tf.io.decode_image(contents, channels=3, expand_animations=False).shape
+    return int(shape[0]), int(shape[1])
 
 
 def read_image_bytes(path: Path) -> bytes:

@@ -283,3 +283,14 @@ def test_a_lesion_crop_run_cuts_each_image_to_its_estimated_lesion(image_run, im
     np.testing.assert_array_equal(predictor.read_images(paths),
                                   read_images(paths, (32, 40), "stretch", boxes))
     assert (boxes != np.array([0, 0, 1, 1], np.float32)).any()
+
+
+def test_an_image_far_smaller_than_the_input_is_warned_about(capsys, image_run, tmp_path):
+    # Found by the outside trial: a 10x10 image was accepted silently.
+    tiny, large = tmp_path / "tiny.png", tmp_path / "large.jpg"
+    cv2.imwrite(str(tiny), np.full((10, 10, 3), 128, np.uint8))
+    cv2.imwrite(str(large), np.full((64, 80, 3), 128, np.uint8))
+    status, out, err = run_main(capsys, image_run, tiny, large)
+    assert status == 0 and "tiny.png" in out
+    assert f"warning: {tiny}: 10x10 pixels, far smaller than the model's 40x32 input" in err
+    assert str(large) not in err
