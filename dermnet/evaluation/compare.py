@@ -47,6 +47,7 @@ class RunResult:
     accuracy: float          # percent, as in the paper's tables
     balanced_accuracy: float  # percent
     correct: pd.Series | None  # per image id: right or wrong (from per_image.csv)
+    synthetic: bool | None = None  # evaluated on the SYNTHETIC phantom (None: not recorded)
 
     def factor(self, name: str) -> str:
         return getattr(self, name)
@@ -80,7 +81,8 @@ def _load_result(run_dir: Path, metrics: dict) -> RunResult:
                      RESOLUTION_LABELS.get(size, f"{size[0]}x{size[1]}"),
                      "with" if model["clinical"] else "without", int(model["fold"]),
                      metrics["split"], 100 * metrics["accuracy"]["value"],
-                     100 * metrics["balanced_accuracy"]["value"], correct)
+                     100 * metrics["balanced_accuracy"]["value"], correct,
+                     metrics.get("synthetic"))
 
 
 def parse_factors(text: str) -> tuple[str, ...]:
@@ -322,23 +324,39 @@ def _compare_photo_runs(run_dirs, out, log) -> dict:
     return {"tables": tables, "tests": tests, "markdown": markdown}
 
 
+def describe_data(results) -> str:
+    """"SYNTHETIC", "REAL" or a warning of a mix, as the per-run reports label their data."""
+    kinds = {result.synthetic for result in results}
+    if kinds == {True}:
+        return "SYNTHETIC"
+    if kinds == {False}:
+        return "REAL"
+    return "MIXED (SYNTHETIC and REAL, or unrecorded)" if True in kinds else "unrecorded"
+
+
 def format_report(results, tables: dict[str, pd.DataFrame], tests: list[dict]) -> str:
     split = results[0].split if results else "?"
-    lines = [f"# Comparison of {len(results)} runs ({split} split)", "",
+    data = describe_data(results)
+    lines = [f"# Comparison of {len(results)} runs ({split} split): {data} data", "",
              "Accuracy and error rate in percent, mean ± sd over folds."]
+    if data == "SYNTHETIC":
+        lines += ["", "**SYNTHETIC phantom data**: these figures test the code, not a "
+                      "diagnosis; they say nothing about real lesions."]
     for title, table in tables.items():
         lines += ["", f"## {title}", "", to_markdown(table)]
     lines += ["", "## Tests", ""]
-    lines += [_format_test(test) for test in tests] or ["No factor varies between the runs."]
+    lines += [_format_test(test, data) for test in tests] or [
+        "No factor varies between the runs."]
     return "\n".join(lines)
 
 
-def _format_test(test: dict) -> str:
+def _format_test(test: dict, data: str = "") -> str:
     a, b = (_level_text(test["factor"], test[side]) for side in ("a", "b"))
     head = f"- {a} vs {b} ({test['within']}; {test['kind']}): "
     if test["test"].startswith("McNemar"):
         return (head + f"{test['mean_a']:.2f}% vs {test['mean_b']:.2f}% on "
-                f"{test['n_images']} images; right only {a}: {test['right_only_a']}, only "
+                f"{test['n_images']} {data + ' ' if data in ('SYNTHETIC', 'REAL') else ''}"
+                f"images; right only {a}: {test['right_only_a']}, only "
                 f"{b}: {test['right_only_b']}; McNemar exact p = {test['p_value']:.3g}")
     if math.isnan(test["p_value"]):
         return head + test["note"]

@@ -14,6 +14,7 @@ from dermnet.evaluation.compare import (
     CompareError,
     aggregate,
     compute_tests,
+    format_report,
     load_results,
     paper_tables,
     parse_factors,
@@ -23,10 +24,10 @@ SIZES = {"low": [224, 300], "high": [450, 600]}
 
 
 def make_run(root, backbone, resolution, clinical, fold, accuracy, correct=None,
-             split="test"):
+             split="test", synthetic=True):
     run = root / f"{backbone}-{resolution}-{clinical}-{fold}"
     run.mkdir(parents=True)
-    metrics = {"split": split, "accuracy": {"value": accuracy},
+    metrics = {"split": split, "synthetic": synthetic, "accuracy": {"value": accuracy},
                "balanced_accuracy": {"value": accuracy - 0.1},
                "model": {"backbone": backbone, "image_size": SIZES[resolution],
                          "clinical": clinical, "fold": fold}}
@@ -152,3 +153,19 @@ def test_cli_writes_the_report_files(grid, tmp_path):
     with contextlib.redirect_stderr(stderr):
         assert main(["compare", str(tmp_path / "nowhere"), "--out", str(out)]) == 1
     assert "no metrics.json" in stderr.getvalue()
+
+
+@pytest.mark.parametrize("synthetic, title, mcnemar", [
+    ((True, True), "SYNTHETIC data", "on 10 SYNTHETIC images"),
+    ((False, False), "REAL data", "on 10 REAL images"),
+    ((True, False), "MIXED (SYNTHETIC and REAL, or unrecorded) data", "on 10 images")])
+def test_the_report_says_what_data_the_runs_saw(tmp_path, synthetic, title, mcnemar):
+    # The outside trial: per-run reports said SYNTHETIC, the comparison did not.
+    correct = [True, False] * 5
+    runs = [make_run(tmp_path, "mobilenet", "low", clinical, 0, 0.5, correct,
+                     synthetic=flag) for clinical, flag in zip((False, True), synthetic)]
+    results = load_results(runs)
+    report = format_report(results, {}, compute_tests(results))
+    assert report.splitlines()[0].endswith(f"(test split): {title}")
+    assert mcnemar in report
+    assert ("say nothing about real lesions" in report) == (synthetic == (True, True))
