@@ -96,11 +96,12 @@ def run(args: argparse.Namespace) -> str:
     inputs = predictor.make_inputs(predictor.read_images(paths), clinical)
     probabilities = predictor.predict_inputs(inputs)
     top = predict.compute_top_k(probabilities, args.top_k)
-    gradcams = [None] * len(paths)
+    gradcams = [(None, None)] * len(paths)
     if args.gradcam:
         classes = [predictor.class_names.index(args.gradcam_class) if args.gradcam_class
                    else int(row[0]) for row in top]
-        gradcams = _write_gradcams(predictor, paths, inputs, classes, args.gradcam)
+        gradcams = _write_gradcams(predictor, paths, inputs, classes, probabilities,
+                                   args.gradcam)
     records = make_records(args.images, probabilities, top, predictor.class_names, gradcams,
                            predictor.describe_training_data())
     if args.json:
@@ -144,16 +145,23 @@ def _clinical_rows(args, predictor, paths: list[Path]):
 
 
 def _write_gradcams(predictor, paths: list[Path], inputs: dict, classes: list[int],
-                    out_dir: Path) -> list[str]:
+                    probabilities, out_dir: Path) -> list[tuple[str, bool]]:
+    """(file, whether the map is empty) per image."""
     from dermnet.inference.gradcam import make_gradcam, save_gradcam
 
     gradcam = make_gradcam(predictor.model)
-    targets = make_gradcam_paths(paths, [predictor.class_names[index] for index in classes],
-                                 out_dir)
+    names = predictor.class_names
+    targets = make_gradcam_paths(paths, [names[index] for index in classes], out_dir)
+    written = []
     for index, (path, target) in enumerate(zip(paths, targets)):
         one = {name: value[index:index + 1] for name, value in inputs.items()}
-        save_gradcam(gradcam, path, one, classes[index], target)
-    return [str(target) for target in targets]
+        row, chosen = probabilities[index], classes[index]
+        caption = f"Grad-CAM for {names[chosen]} ({row[chosen]:.1%})"
+        if int(row.argmax()) != chosen:
+            caption += f"; top class {names[int(row.argmax())]} ({row.max():.1%})"
+        empty = save_gradcam(gradcam, path, one, chosen, target, caption)
+        written.append((str(target), empty))
+    return written
 
 
 def make_gradcam_paths(paths: list[Path], class_codes: list[str], out_dir: Path) -> list[Path]:
@@ -170,10 +178,11 @@ def make_gradcam_paths(paths: list[Path], class_codes: list[str], out_dir: Path)
 def make_records(images: list[str], probabilities, top, class_names, gradcams,
                  trained_on: str = "") -> list[dict]:
     """One JSON-ready dict per image: image (as given), probabilities by class, the top-k
-    classes with their names, the Grad-CAM file (or None) and what the model was trained on
+    classes with their names, the Grad-CAM file (or None) and whether its map is empty, and
+    what the model was trained on
     (real or SYNTHETIC images, so no phantom model's output passes for a real one)."""
     records = []
-    for image, row, ranked, gradcam in zip(images, probabilities, top, gradcams):
+    for image, row, ranked, (gradcam, empty) in zip(images, probabilities, top, gradcams):
         records.append({
             "image": str(image),
             "probabilities": {code: float(p) for code, p in zip(class_names, row)},
@@ -181,6 +190,7 @@ def make_records(images: list[str], probabilities, top, class_names, gradcams,
                        "name": CLASS_NAMES.get(class_names[index], class_names[index]),
                        "probability": float(row[index])} for index in ranked],
             "gradcam": gradcam,
+            "gradcam_empty": empty,  # None without --gradcam
             "trained_on": trained_on,
         })
     return records
@@ -195,7 +205,9 @@ def format_records(records: list[dict]) -> str:
             lines.append(f"  {rank}. {entry['class']:<6}{entry['probability']:7.1%}  "
                          f"{entry['name']}")
         if record["gradcam"]:
-            lines.append(f"  Grad-CAM: {record['gradcam']}")
+            note = (" (EMPTY: no region of the image raises this class's score)"
+                    if record["gradcam_empty"] else "")
+            lines.append(f"  Grad-CAM: {record['gradcam']}{note}")
         blocks.append("\n".join(lines) + "\n")
     return "\n".join(blocks)
 

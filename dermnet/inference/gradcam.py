@@ -141,19 +141,70 @@ def make_overlay(image: np.ndarray, heatmap: np.ndarray, opacity: float = OPACIT
 
 
 def save_gradcam(gradcam: GradCam, image_path: Path, inputs: dict, class_index: int,
-                 target: Path) -> None:
-    """Write the Grad-CAM overlay of one image (``inputs`` hold just that image) as a PNG
-    at the image's original size."""
+                 target: Path, caption: str = "") -> bool:
+    """Write the Grad-CAM figure of one image (``inputs`` hold just that image) as a PNG:
+    the overlay at the image's size (at most MAX_SIDE pixels on its long side), ``caption``
+    above it and a colour bar beside it. Returns whether the map was empty (nothing in the
+    image raises the class's score), which the figure then states instead of a flat tint."""
     heatmap = gradcam.compute(inputs, [class_index])[0]
-    overlay = make_overlay(decode_image_file(Path(image_path)), heatmap)
-    save_png(target, overlay)
+    figure = render_gradcam_figure(decode_image_file(Path(image_path)), heatmap, caption)
+    save_png(target, figure)
+    return not heatmap.any()
+
+
+MAX_SIDE = 640      # long side of the overlay in the figure: a phone photo stays a small file
+CAPTION_HEIGHT = 26
+BAR_WIDTH, BAR_GAP, LABEL_WIDTH = 14, 8, 46
+MIN_FIGURE_WIDTH = 420  # room for the caption under a small image
+WHITE, BLACK, RED = (255, 255, 255), (0, 0, 0), (190, 0, 0)
+
+
+def render_gradcam_figure(image: np.ndarray, heatmap: np.ndarray, caption: str = ""
+                          ) -> np.ndarray:
+    """RGB uint8 figure: caption strip, the overlay (top-left at (CAPTION_HEIGHT, 0)) and a
+    JET colour bar from "low" (0) to "high" (1, the map's peak). An all-zero heatmap is
+    drawn as the plain image with the caption saying the map is empty."""
+    image = fit_within(np.ascontiguousarray(image), MAX_SIDE)
+    empty = not np.asarray(heatmap).any()
+    panel = image if empty else make_overlay(image, heatmap)
+    height, width = panel.shape[:2]
+    bar_left = width + BAR_GAP
+    canvas = np.full((CAPTION_HEIGHT + height,
+                      max(bar_left + BAR_WIDTH + LABEL_WIDTH, MIN_FIGURE_WIDTH), 3),
+                     255, np.uint8)
+    canvas[CAPTION_HEIGHT:, :width] = panel
+    ramp = np.linspace(255, 0, height).round().astype(np.uint8)[:, None]  # high at the top
+    bar = cv2.cvtColor(cv2.applyColorMap(np.repeat(ramp, BAR_WIDTH, axis=1),
+                                         cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    canvas[CAPTION_HEIGHT:, bar_left:bar_left + BAR_WIDTH] = bar
+    label_left = bar_left + BAR_WIDTH + 4
+    _text(canvas, "high", (label_left, CAPTION_HEIGHT + 12), BLACK)
+    _text(canvas, "low", (label_left, CAPTION_HEIGHT + height - 4), BLACK)
+    text = caption + ("; EMPTY map: no region raises this class's score" if empty else "")
+    _text(canvas, text, (4, CAPTION_HEIGHT - 9), RED if empty else BLACK)
+    return canvas
+
+
+def fit_within(image: np.ndarray, side: int) -> np.ndarray:
+    """``image`` shrunk (area interpolation) so that its long side is at most ``side``."""
+    height, width = image.shape[:2]
+    scale = side / max(height, width)
+    if scale >= 1:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def _text(canvas: np.ndarray, text: str, origin: tuple[int, int], colour) -> None:
+    cv2.putText(canvas, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.42, colour, 1, cv2.LINE_AA)
 
 
 def save_png(path: Path, image: np.ndarray) -> None:
     """Write RGB uint8 [H, W, 3] as a PNG atomically: a temporary file renamed into place,
     so a reader never sees half an image."""
     def write(partial: Path) -> None:
-        encoded, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        encoded, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                                     [cv2.IMWRITE_PNG_COMPRESSION, 9])
         if not encoded:
             raise OSError(f"{path}: OpenCV cannot encode the image")
         Path(partial).write_bytes(data.tobytes())  # a failed write raises, with its errno

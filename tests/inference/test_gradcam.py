@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 
 from dermnet.inference.gradcam import (
+    CAPTION_HEIGHT,
     find_feature_map_layer,
     make_gradcam,
     make_overlay,
+    render_gradcam_figure,
     save_gradcam,
+    save_png,
 )
 from dermnet.inference.predict import read_images
 from dermnet.models import load_model
@@ -104,10 +107,40 @@ def test_overlay_blends_the_jet_colormap_at_40_percent():
 def test_saved_overlay_has_the_original_size_and_marks_the_square(square_image, tmp_path):
     model = build_square_detector(False)
     target = tmp_path / "out" / "square_gradcam.png"
-    save_gradcam(make_gradcam(model), square_image,
-                 {"image": read_images([square_image], INPUT_SIZE)}, 0, target)
+    empty = save_gradcam(make_gradcam(model), square_image,
+                         {"image": read_images([square_image], INPUT_SIZE)}, 0, target,
+                         "Grad-CAM for square (99.0%)")
+    assert empty is False
     written = cv2.imread(str(target))[..., ::-1]
-    assert written.shape == (*ORIGINAL, 3)
-    np.testing.assert_allclose(written[50, 230], 0.6 * BRIGHT + np.array([51.2, 0, 0]), atol=2)
-    np.testing.assert_allclose(written[110, 10], 0.6 * DARK + np.array([0, 0, 51.2]), atol=2)
+    top = CAPTION_HEIGHT  # the overlay sits under the caption strip, at the image's size
+    assert written.shape == (top + ORIGINAL[0], max(ORIGINAL[1] + 68, 420), 3)
+    np.testing.assert_allclose(written[top + 50, 230], 0.6 * BRIGHT + np.array([51.2, 0, 0]),
+                               atol=2)
+    np.testing.assert_allclose(written[top + 110, 10], 0.6 * DARK + np.array([0, 0, 51.2]),
+                               atol=2)
+    # The colour bar: JET's dark red at the top ("high"), dark blue at the bottom ("low").
+    bar = ORIGINAL[1] + 8 + 7
+    np.testing.assert_allclose(written[top, bar], [128, 0, 0], atol=3)
+    np.testing.assert_allclose(written[-1, bar], [0, 0, 128], atol=3)
+    assert (written[:top, :ORIGINAL[1]] < 128).any()  # the caption is written
     assert sorted(path.name for path in target.parent.iterdir()) == [target.name]
+
+
+def test_an_empty_map_is_said_not_drawn_as_a_flat_tint():
+    # The outside trial: an empty Grad-CAM came out as a uniform blue tint over the image.
+    image = np.full((60, 80, 3), 90, np.uint8)
+    figure = render_gradcam_figure(image, np.zeros((3, 4), np.float32), "Grad-CAM for df")
+    np.testing.assert_array_equal(figure[CAPTION_HEIGHT:, :80], image)  # the plain image
+    caption = figure[:CAPTION_HEIGHT]
+    assert ((caption[..., 0] > 150) & (caption[..., 1] < 80)).any()  # stated in red
+
+
+def test_a_large_photo_makes_a_small_figure(tmp_path):
+    # The outside trial: a 2.2 MB PNG per image. A 4000x3000 phone photo now gives 640x480.
+    rng = np.random.default_rng(0)
+    photo = cv2.GaussianBlur(rng.integers(0, 256, (3000, 4000, 3), dtype=np.uint8), (0, 0), 3)
+    heatmap = rng.random((7, 7)).astype(np.float32)
+    figure = render_gradcam_figure(photo, heatmap, "Grad-CAM for mel (81.3%)")
+    assert figure.shape == (CAPTION_HEIGHT + 480, 640 + 68, 3)
+    save_png(tmp_path / "figure.png", figure)
+    assert (tmp_path / "figure.png").stat().st_size < 1_000_000

@@ -55,7 +55,8 @@ def test_json_lists_probabilities_top_k_and_gradcam(capsys, image_run, images):
     assert [record["image"] for record in records] == [str(images["jpeg"]),
                                                       str(images["grey"])]
     for record in records:
-        assert set(record) == {"image", "probabilities", "top_k", "gradcam", "trained_on"}
+        assert set(record) == {"image", "probabilities", "top_k", "gradcam", "gradcam_empty",
+                               "trained_on"}
         assert list(record["probabilities"]) == list(CLASSES)
         assert sum(record["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
         assert record["gradcam"] is None
@@ -156,10 +157,13 @@ def test_gradcam_writes_one_overlay_per_image_at_its_original_size(capsys, clini
                                 images["rgba"], *CLINICAL, "--json", "--gradcam", out_dir)
     assert status == 0, err
     records = json.loads(out)
-    for record, size in zip(records, [(450, 600), (97, 131), (97, 131)]):
+    # The figure: a caption strip above the overlay at the image's size, a colour bar beside
+    # it (at least 420 wide for the caption).
+    for record, (height, width) in zip(records, [(450, 600), (97, 131), (97, 131)]):
         top = record["top_k"][0]["class"]
         assert record["gradcam"].endswith(f"_gradcam_{top}.png")
-        assert cv2.imread(record["gradcam"]).shape == (*size, 3)
+        assert cv2.imread(record["gradcam"]).shape == (26 + height, max(width + 68, 420), 3)
+        assert record["gradcam_empty"] in (True, False)
     assert len(list(out_dir.iterdir())) == 3  # no temporary files left
     status, out, _ = run_main(capsys, clinical_run, images["png"], *CLINICAL,
                               "--gradcam", out_dir, "--gradcam-class", "vasc")
