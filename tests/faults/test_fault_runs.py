@@ -71,6 +71,21 @@ def test_1_a_second_train_on_a_held_folder_stops_naming_the_holder(tmp_path, cac
     assert sorted(path.name for path in out.iterdir()) == [".lock"]  # nothing of its own
 
 
+def test_1_a_gan_run_on_a_held_folder_stops_too(tmp_path):
+    out = tmp_path / "gan"
+    holder = hold_lock(out)
+    try:
+        result = subprocess.run([sys.executable, "-m", "gan", "train", "--preset", "smoke",
+                                 "--out", str(out)], cwd=ROOT, capture_output=True,
+                                text=True, timeout=600)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 1
+    assert f"in use by another process (pid {holder.pid} on " in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_1_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
     holder = hold_lock(tmp_path / "run")
     with pytest.raises(RunLockedError, match=f"pid {holder.pid}"):
