@@ -332,14 +332,14 @@ def format_table(name: str, rows: list[dict]) -> str:
              "macro AUC | mel sensitivity |", "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         minutes = row.get("training", {}).get("training_minutes")
-        for split in ("test", "holdout", "holdout@1"):
+        for split in ("test", "test@1", "holdout", "holdout@1"):
             if split in row:
                 figures = row[split]
                 lines.append(f"| {row['run']} | {split} | {figures['n']} | {minutes} | "
                              + " | ".join(format_interval(figures[key]) for key in (
                                  "accuracy", "balanced_accuracy", "macro_auc",
                                  "mel_sensitivity")) + " |")
-        if not any(split in row for split in ("test", "holdout", "holdout@1")):
+        if not any(split in row for split in ("test", "test@1", "holdout", "holdout@1")):
             lines.append(f"| {row['run']} | not finished | | | | | | |")
     return "\n".join(lines)
 
