@@ -129,10 +129,10 @@ def test_2_a_kill_between_fit_and_the_phase_commit_loses_no_epoch(tmp_path, cach
     config = apply_overrides(make_config("smoke"), ["data.phantom_images=80"])
     real_write = run.write_atomic
 
-    def dies_before_the_phase_commit(path, writer):
+    def dies_before_the_phase_commit(path, writer, *args):
         if Path(path).name == "main.weights.h5":
             raise Killed()
-        return real_write(path, writer)
+        return real_write(path, writer, *args)
 
     monkeypatch.setattr(run, "write_atomic", dies_before_the_phase_commit)
     with pytest.raises(Killed):

@@ -221,7 +221,8 @@ def test_predict_py_on_a_smoke_run(smoke_run, images, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     records = json.loads(result.stdout)
     assert len(records) == 2 and all(Path(record["gradcam"]).is_file() for record in records)
-    assert cv2.imread(records[0]["gradcam"]).shape == (450, 600, 3)
+    # The figure: a 26-pixel caption above the 450x600 overlay, the colour bar beside it.
+    assert cv2.imread(records[0]["gradcam"]).shape == (26 + 450, 600 + 68, 3)
     failed = run_script("predict.py", smoke_run, images["jpeg"], images["truncated"],
                         *CLINICAL)
     assert (failed.returncode, failed.stdout) == (1, "")
