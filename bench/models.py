@@ -29,8 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dermnet.models.backbones import get_backbone, list_backbones  # noqa: E402
 from dermnet.models.classifier import build_classifier  # noqa: E402
-from dermnet.models.registry import get_backbone, list_backbones  # noqa: E402
 
 RESOLUTIONS = {"low": (224, 300), "high": (450, 600)}
 CLINICAL_FEATURES = 20

@@ -3,7 +3,7 @@ MirroredStrategy cost?
 
 In one run, on phantom 600x450 JPEGs:
   1. training images/s of the classifier fed by train.py's real input pipeline
-     (``dermnet.training.data.make_training_dataset``: decode, uint8 cache, shuffle, the
+     (``dermnet.runs.datasets.make_training_dataset``: decode, uint8 cache, shuffle, the
      config's augmentation), and of the same model fed from in-memory tensors
      (pre-decoded images, no augmentation); the ratio shows the pipeline's cost;
   2. the in-memory figure under MirroredStrategy over two logical CPU devices against the
@@ -54,7 +54,8 @@ def measure_pipeline(args) -> dict:
     import tensorflow as tf
 
     from dermnet.data.pipeline import load_image
-    from dermnet.training.data import make_training_dataset, prepare_run_data
+    from dermnet.runs.datasets import make_training_dataset
+    from dermnet.runs.tasks import prepare_run_data
 
     config = make_config(args)
     workdir = Path(args.workdir)
@@ -86,7 +87,7 @@ def measure_strategy(args) -> dict:
     import tensorflow as tf
 
     from dermnet.models.classifier import build_classifier
-    from dermnet.training.strategy import make_strategy
+    from dermnet.runs.strategy import make_strategy
 
     strategy = make_strategy(args.strategy)
     height, width = (int(side) for side in args.resolution.split("x"))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dermnet.data.augment import AugmentConfig
+from dermnet.runs.tasks import TASKS
 
 CONFIG_VERSION = 1
 
@@ -48,7 +49,6 @@ def check_ranges(node, ranges: dict[str, str]) -> None:
             raise ValueError(f"{type(node).__name__}.{name} must be in {interval}, got {value!r}")
 
 
-TASKS = ("ham10000", "clinical-photos")
 RESIZE_MODES = ("stretch", "crop")  # dermnet.data.pipeline.resize_image
 COLOUR_CONSTANCY = ("none", "shades_of_gray")  # dermnet.models.colour
 
@@ -111,7 +111,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    backbone: str = "resnet50"           # a name from dermnet.models.registry.list_backbones()
+    backbone: str = "resnet50"           # a name from dermnet.models.backbones.list_backbones()
     weights: str | None = "imagenet"     # "imagenet", None (from scratch) or a weights file
     dropout: float = 0.5                 # head dropout, as in the paper
     clinical_units: tuple[int, ...] = (64,)  # widths of the clinical branch's Dense layers

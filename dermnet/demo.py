@@ -21,7 +21,7 @@ def run_demo(out_dir: Path, overwrite: bool = False) -> None:
     from dermnet.data.ham10000 import format_summary, load_ham10000
     from dermnet.evaluation.compare import compare_runs
     from dermnet.evaluation.run import evaluate_run
-    from dermnet.training.data import resolve_data_dir
+    from dermnet.runs.ham10000 import resolve_data_dir
     from dermnet.training.run import train_and_evaluate
 
     config = make_config("demo")

@@ -142,7 +142,7 @@ def _assess(args: argparse.Namespace) -> int:
     check_assess_inputs(args.run_dir, args.classifier, args.real_data)
     real_data = args.real_data
     if real_data is None:  # the run's own training data (the phantom set, if it used one)
-        from dermnet.training.data import resolve_data_dir
+        from dermnet.runs.ham10000 import resolve_data_dir
         from gan.config import load_gan_config
 
         real_data = resolve_data_dir(load_gan_config(args.run_dir / "config.json"), print)

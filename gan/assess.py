@@ -236,7 +236,7 @@ def assess_run(run: GanRun, classifier_run: str | Path, real_data: str | Path,
 
 def _write_report(out_dir: Path, result: dict, fake: ImageSet, real: ImageSet) -> None:
     from dermnet.evaluation.stats import to_json_ready
-    from dermnet.training.checkpoints import write_atomic
+    from dermnet.runs.atomic import write_atomic
 
     (out_dir / "grids").mkdir(parents=True, exist_ok=True)
     for name, picture in make_grids(fake, real).items():

@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from dermnet.data.ham10000 import load_ham10000
 from dermnet.data.pipeline import decode_jpeg, resize_image
-from dermnet.training.data import resolve_data_dir
+from dermnet.runs.ham10000 import resolve_data_dir
 from gan.networks import prepare_real_images, square_crop_or_pad
 
 DECODE_BATCH = 64  # images decoded per tf.data batch while filling the cache

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from dermnet.compat import merge_call
 from gan.clinical import ClinicalTable
 from gan.codes import make_code_batch
 from gan.losses import (
@@ -273,8 +274,7 @@ def update_average(averages, weights, decay: float) -> None:
         for average, weight in pairs:
             distribution.extended.update(average, blend, args=(weight,), group=False)
 
-    tf.__internal__.distribute.interim.maybe_merge_call(update, tf.distribute.get_strategy(),
-                                                        pairs)
+    merge_call(update, pairs)
 
 
 def _fold(seed, purpose: int):

@@ -38,15 +38,9 @@ import numpy as np
 import tensorflow as tf
 
 from dermnet.data.clinical import fit_clinical_encoder, load_clinical_encoder
-from dermnet.training.checkpoints import (
-    FINISHED,
-    RunExistsError,
-    hold_run_dir,
-    prepare_run_dir,
-    write_atomic,
-    write_json_atomic,
-)
-from dermnet.training.strategy import describe_strategy, enable_determinism, make_strategy
+from dermnet.runs.atomic import write_atomic, write_json_atomic
+from dermnet.runs.folder import FINISHED, RunExistsError, hold_run_dir, prepare_run_dir
+from dermnet.runs.strategy import describe_strategy, enable_determinism, make_strategy
 from gan.clinical import ClinicalTable, make_clinical_table, save_real_metadata
 from gan.config import GanConfig, check_gan_config, load_gan_config, save_gan_config
 from gan.data import GanData, build_stage_dataset, load_gan_data

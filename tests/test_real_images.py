@@ -163,7 +163,7 @@ def test_leave_one_source_out_on_real_metadata(real_dir, tmp_path):
     if not sources:
         pytest.skip("DERMNET_HAM10000_METADATA (the Dataverse metadata) is not set")
     from dermnet.config import apply_overrides, make_config
-    from dermnet.training.data import prepare_run_data
+    from dermnet.runs.tasks import prepare_run_data
 
     config = apply_overrides(make_config("cpu-real"), [
         f"data.data_dir={real_dir}", f"data.sources_csv={sources}",

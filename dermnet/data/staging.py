@@ -22,7 +22,7 @@ import shutil
 import time
 import uuid
 
-from dermnet.run_lock import LOCK_NAME, RunLock, RunLockedError
+from dermnet.runs.lock import LOCK_NAME, RunLock, RunLockedError
 
 STARTING_SECONDS = 60  # a staging folder younger than this may not have taken its lock yet
 

@@ -26,6 +26,7 @@ import pandas as pd
 
 from dermnet.evaluation.report import to_markdown
 from dermnet.evaluation.stats import mann_whitney, mcnemar
+from dermnet.runs.tasks import get_task
 
 FACTORS = ("backbone", "resolution", "clinical")
 TESTED = ("resolution", "clinical")  # the factors the paper tested
@@ -298,7 +299,7 @@ def _photo_runs(run_dirs) -> bool:
     if len(tasks) > 1:
         raise CompareError("the runs mix HAM10000 and clinical-photo runs; compare each "
                            "task's runs separately")
-    return tasks == {"clinical-photos"}
+    return len(tasks) == 1 and get_task(tasks.pop()).multi_task
 
 
 def _compare_photo_runs(run_dirs, out, log) -> dict:

@@ -54,7 +54,8 @@ from dermnet.evaluation.predictions import (
 )
 from dermnet.evaluation.run import staged_outputs
 from dermnet.evaluation.stats import clopper_pearson, compute_evaluation, to_json_ready
-from dermnet.training.data import RunData
+from dermnet.runs.ham10000 import Ham10000RunData
+from dermnet.runs.tasks import get_task
 
 SPLIT = "external"  # Evaluation.split of an external set
 MEL = CLASSES.index("mel")
@@ -106,8 +107,8 @@ def load_external_evaluation(run_dir: str | Path, data_dir: str | Path,
     if upsampling_notice(provenance):
         log(upsampling_notice(provenance))
     empty = external.frame.iloc[:0]
-    data = RunData(external.root, empty, empty, external.frame, _load_encoder(run_dir, config),
-                   external.synthetic, provenance=provenance)
+    data = Ham10000RunData(external.root, empty, empty, external.frame, None,
+                           _load_encoder(run_dir, config), external.synthetic, provenance)
     model = _load_model(run_dir / "model.keras")
     return Evaluation(run_dir, config, data, model, SPLIT, external.frame), external
 
@@ -115,7 +116,7 @@ def load_external_evaluation(run_dir: str | Path, data_dir: str | Path,
 def _load_run_config(run_dir: Path) -> Config:
     _require(run_dir, "config.json")
     config = load_config(run_dir / "config.json")
-    if config.data.task != "ham10000":
+    if get_task(config.data.task).multi_task:
         raise EvaluationError(f"{run_dir}: a {config.data.task} run; --external scores "
                               "HAM10000 classifiers (the seven dx classes) only")
     _require(run_dir, "model.keras")

@@ -34,7 +34,7 @@ from dermnet.evaluation.predictions import lesion_box_cache
 from dermnet.evaluation.stats import bootstrap_interval
 from dermnet.inference.gradcam import make_gradcam, make_overlay, upsample_heatmap
 from dermnet.inference.predict import decode_image_file
-from dermnet.training.data import make_evaluation_dataset, make_lesion_boxes
+from dermnet.runs.datasets import make_evaluation_dataset, make_lesion_boxes
 
 MASK_FOLDER = "masks"                # beside images/ in the data folder
 MASK_SUFFIX = "_segmentation.png"    # the HAM10000 release's mask names
@@ -179,7 +179,7 @@ def _measure_rows(evaluation, frame: pd.DataFrame, classes: list, batch_size) ->
     """Per-image records and the first example of each true class."""
     if frame.empty:
         return [], {}
-    names = evaluation.data.class_names
+    names = evaluation.data.output_names
     geometry = (tuple(evaluation.config.data.image_size), evaluation.config.data.resize)
     boxes = make_lesion_boxes(frame, evaluation.config, lesion_box_cache(evaluation))
     boxes = [None] * len(frame) if boxes is None else boxes
@@ -222,7 +222,7 @@ def run_lesion_focus(evaluation, predicted, *, limit: int | None = None,
     log(f"lesion focus: Grad-CAM of {len(focus.images)} images in "
         f"{time.perf_counter() - start:.1f} s; {focus.missing_masks} skipped without a mask")
     summary = summarize_lesion_focus(focus, n_resamples=n_resamples, seed=seed,
-                                     class_names=evaluation.data.class_names)
+                                     class_names=evaluation.data.output_names)
     return {**summary, "limit": limit, "split_images": len(evaluation.frame)}, focus
 
 

@@ -21,7 +21,8 @@ import tensorflow as tf
 
 from dermnet.config import Config, load_config
 from dermnet.data.provenance import describe_provenance
-from dermnet.training.data import RunData, make_evaluation_dataset, prepare_run_data
+from dermnet.runs.datasets import make_evaluation_dataset
+from dermnet.runs.tasks import RunData, get_task, prepare_run_data
 
 # "fold" is the run's validation fold, the same rows as "val"; "holdout" the source
 # collections a leave-one-source-out run never trained on (data.holdout_sources).
@@ -67,10 +68,7 @@ def load_evaluation(run_dir: str | Path, split: str = "test", data_dir: str | Pa
         raise EvaluationError(f"--split must be one of {', '.join(SPLITS)}, not {split!r}")
     _require(run_dir, "config.json")
     config = load_config(run_dir / "config.json")
-    needed = ["splits.csv", "model.keras"]
-    if config.data.task == "ham10000":  # clinical photos carry no clinical vector
-        needed.append("clinical_encoding.json")
-    for name in needed:
+    for name in get_task(config.data.task).run_files:
         _require(run_dir, name)
     if data_dir is not None:
         config = dataclasses.replace(config, data=dataclasses.replace(

@@ -110,7 +110,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, data_dir=None, tta
 
 
 def _is_photo_run(evaluation: Evaluation) -> bool:
-    return evaluation.config.data.task == "clinical-photos"
+    return evaluation.data.multi_task
 
 
 def _binary(evaluation: Evaluation, probabilities, positive: str, negative: str) -> dict:
@@ -134,7 +134,7 @@ def _describe(evaluation: Evaluation, tta: int) -> dict:
                       "image_size": list(config.data.image_size),
                       "clinical": config.data.clinical, "fold": config.data.fold,
                       "task": config.data.task, "variant": config.model.variant,
-                      "version": getattr(evaluation.data, "version", "original")},
+                      "version": evaluation.data.version},
             "config": config_to_dict(config)}
 
 
@@ -158,7 +158,7 @@ def _write_photo_outputs(target: Path, evaluation: Evaluation, probabilities: np
                          metrics: dict) -> None:
     with staged_outputs(target) as staging:
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
-        photo_prediction_frame(evaluation.frame, probabilities, evaluation.data.task_names
+        photo_prediction_frame(evaluation.frame, probabilities, evaluation.data.output_names
                                ).to_csv(staging / "predictions.csv", index=False,
                                         float_format="%.17g")
         (staging / "per_task.md").write_text(

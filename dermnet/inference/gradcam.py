@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from dermnet.inference.predict import decode_image_file
 from dermnet.models.classifier import get_backbone_model
-from dermnet.training.checkpoints import write_atomic
+from dermnet.runs.atomic import write_atomic
 
 OPACITY = 0.4  # share of the colormap in the overlay; the image keeps the rest
 

@@ -6,13 +6,16 @@ Reference parameter counts are the published ones with a 1000-class top. Keras c
 batch-norm moving statistics as (non-trainable) parameters, PyTorch does not: the figures for
 the two built here are torchvision / timm ``parameters()`` counts, so they are compared
 without the moving statistics (``BackboneSpec.reference_counts_statistics``).
+
+Importing this module registers them; ``get_backbone(name)`` and ``list_backbones()`` look
+up every registered backbone (``dermnet.models.registry``).
 """
 
 from __future__ import annotations
 
 import keras
 
-from dermnet.models.registry import BackboneSpec, register_backbone
+from dermnet.models.registry import BackboneSpec, register_backbone, registered_backbones
 
 
 def _keras_application(constructor):
@@ -91,3 +94,18 @@ for _spec in (
                  _IMAGENET, 4_253_864, "keras.applications.MobileNet (v1, alpha 1.0)"),
 ):
     register_backbone(_spec)
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    """The registered backbone ``name``; an unknown name lists the valid ones."""
+    try:
+        return registered_backbones()[name]
+    except KeyError:
+        valid = ", ".join(list_backbones())
+        raise ValueError(f"unknown backbone {name!r}; valid: {valid}") from None
+
+
+def list_backbones() -> list[str]:
+    """Registered backbone names, in registration order: the built-in ones, then any a
+    user registered with ``registry.register_backbone``."""
+    return list(registered_backbones())

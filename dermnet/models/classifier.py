@@ -16,10 +16,11 @@ import os
 
 import keras
 
+from dermnet.models.backbones import get_backbone
 from dermnet.models.clinical_branch import build_clinical_branch
 from dermnet.models.colour import ShadesOfGray
 from dermnet.models.preprocessing import PixelPreprocessing
-from dermnet.models.registry import BackboneSpec, get_backbone
+from dermnet.models.registry import BackboneSpec
 
 OUTPUTS = ("probabilities", "logits")
 

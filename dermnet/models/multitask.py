@@ -1,5 +1,6 @@
-"""The four VGG16 variants of study 2 with one sigmoid output per binary task, and the masked
-loss and metrics that let every image train only the tasks its diagnosis belongs to.
+"""The four VGG16 variants of study 2 with one sigmoid output per binary task. Their masked
+loss and metrics, which let every image train only the tasks its diagnosis belongs to, are
+in ``dermnet.models.losses`` and ``dermnet.models.metrics``.
 
     image 0-255 -> caffe preprocessing -> [SpatialTransformer: ps, ns] -> VGG16 trunk
       -> GlobalAveragePooling -> Dense 64 ReLU (L2) -> Dropout 0.5
@@ -15,10 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import keras
-from keras import ops
 
+from dermnet.models.backbones import get_backbone
 from dermnet.models.preprocessing import PixelPreprocessing
-from dermnet.models.registry import get_backbone
 from dermnet.models.spatial_transformer import SpatialTransformer
 
 TASKS = ("psoriasis_vs_eczema", "acne_vs_rosacea", "ctcl_vs_eczema")
@@ -118,90 +118,3 @@ def build_task_heads(features, task_names, units: int, task_units: int, l2: floa
         probabilities.append(keras.layers.Dense(1, activation="sigmoid", dtype="float32",
                                                 name=task)(hidden))
     return keras.layers.Concatenate(name="tasks", dtype="float32")(probabilities)
-
-
-def compute_masked_binary_crossentropy(y_true, y_pred, from_logits: bool = False):
-    """Element-wise binary cross-entropy [B, T] (zero where ``y_true`` is -1) and the float
-    mask of valid entries [B, T]."""
-    valid = ops.cast(ops.greater_equal(y_true, 0), y_pred.dtype)
-    targets = ops.maximum(y_true, 0)  # -1 -> 0: any finite target, its loss is masked
-    losses = ops.binary_crossentropy(targets, y_pred, from_logits=from_logits)
-    return losses * valid, valid
-
-
-@keras.saving.register_keras_serializable(package="dermnet")
-class MaskedBinaryCrossentropy(keras.losses.Loss):
-    """Mean binary cross-entropy over the valid (``y_true != -1``) entries of the batch.
-
-    Reduction: sum of valid losses / number of valid entries, as the original code divided
-    by ``count_nonzero(mask)``. Keras' "sum_over_batch_size" divides by the batch size B, so
-    ``call`` returns each image's summed valid losses [B] scaled by B / valid (the trick
-    Keras applies to its own masks); Keras then sums, divides by B and, under
-    ``tf.distribute``, by the number of replicas, whose gradients are summed. The result is
-    the mean of the replicas' masked means: the learning rate does not grow with the GPU
-    count, and it equals the global masked mean whenever replicas hold equally many valid
-    entries. A batch with no valid entry gives 0. A per-image ``sample_weight`` (or class
-    weight) multiplies that image's losses; the divisor stays the valid count.
-    """
-
-    def __init__(self, from_logits: bool = False, name: str = "masked_binary_crossentropy",
-                 dtype=None):
-        super().__init__(name=name, reduction="sum_over_batch_size", dtype=dtype)
-        self.from_logits = from_logits
-
-    def call(self, y_true, y_pred):
-        losses, valid = compute_masked_binary_crossentropy(y_true, y_pred, self.from_logits)
-        images = ops.cast(ops.shape(losses)[0], losses.dtype)
-        # [B]: per-image sums, scaled so that Keras' division by B leaves a division by valid.
-        return ops.sum(losses, axis=-1) * ops.divide_no_nan(images, ops.sum(valid))
-
-    def get_config(self):
-        return {"name": self.name, "from_logits": self.from_logits}
-
-
-def _select_task(task_index: int, y_true, y_pred, sample_weight):
-    """Column ``task_index`` of labels and scores, weighted by its validity mask."""
-    labels, scores = y_true[:, task_index], y_pred[:, task_index]  # [B] each
-    valid = ops.cast(ops.greater_equal(labels, 0), "float32")
-    if sample_weight is not None:
-        valid = valid * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-    return ops.maximum(labels, 0), scores, valid
-
-
-@keras.saving.register_keras_serializable(package="dermnet")
-class MaskedBinaryAccuracy(keras.metrics.BinaryAccuracy):
-    """Accuracy of one task over the images that take part in it."""
-
-    def __init__(self, task_index: int = 0, **kwargs):
-        super().__init__(**kwargs)
-        self.task_index = task_index
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        labels, scores, weight = _select_task(self.task_index, y_true, y_pred, sample_weight)
-        return super().update_state(labels, scores, sample_weight=weight)
-
-    def get_config(self):
-        return super().get_config() | {"task_index": self.task_index}
-
-
-@keras.saving.register_keras_serializable(package="dermnet")
-class MaskedAUC(keras.metrics.AUC):
-    """ROC AUC of one task over the images that take part in it."""
-
-    def __init__(self, task_index: int = 0, **kwargs):
-        super().__init__(**kwargs)
-        self.task_index = task_index
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        labels, scores, weight = _select_task(self.task_index, y_true, y_pred, sample_weight)
-        return super().update_state(labels, scores, sample_weight=weight)
-
-    def get_config(self):
-        return super().get_config() | {"task_index": self.task_index}
-
-
-def make_task_metrics(task_names=TASKS) -> list[keras.metrics.Metric]:
-    """Per-task AUC and accuracy, named ``<task>_auc`` and ``<task>_accuracy``."""
-    return [metric for index, task in enumerate(task_names)
-            for metric in (MaskedAUC(index, name=f"{task}_auc"),
-                           MaskedBinaryAccuracy(index, name=f"{task}_accuracy"))]

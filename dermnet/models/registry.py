@@ -1,8 +1,10 @@
-"""The backbone registry: a backbone is a name, looked up here, never an ``if/elif``.
+"""The backbone registry: a backbone is a name, looked up in a table, never an ``if/elif``.
 
 Each entry (``BackboneSpec``) knows how to build its headless network for an input shape,
 its pixel preprocessing, its pooled feature width, the weights it can load and its reference
-parameter count. Entries are registered in ``dermnet.models.backbones``.
+parameter count. The built-in entries are registered in ``dermnet.models.backbones``, which
+also looks names up (``get_backbone``, ``list_backbones``); a user's own backbone is one
+``register_backbone`` call.
 """
 
 from __future__ import annotations
@@ -39,23 +41,6 @@ def register_backbone(spec: BackboneSpec) -> BackboneSpec:
     return spec
 
 
-def get_backbone(name: str) -> BackboneSpec:
-    """The registered backbone ``name``; an unknown name lists the valid ones."""
-    _ensure_builtins()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        valid = ", ".join(list_backbones())
-        raise ValueError(f"unknown backbone {name!r}; valid: {valid}") from None
-
-
-def list_backbones() -> list[str]:
-    """Registered backbone names, in registration order."""
-    _ensure_builtins()
-    return list(_REGISTRY)
-
-
-def _ensure_builtins() -> None:
-    # The built-in entries register themselves on first import of the backbones module;
-    # importing it lazily keeps `import dermnet.models.registry` free of side effects.
-    from dermnet.models import backbones  # noqa: F401
+def registered_backbones() -> dict[str, BackboneSpec]:
+    """Every registered backbone by name, in registration order (a copy)."""
+    return dict(_REGISTRY)

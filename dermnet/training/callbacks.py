@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
-from dermnet.training.strategy import is_chief
+from dermnet.runs.strategy import is_chief
 
 # Validation scalars of Keras' TensorBoard callback compared across runs in the HParams
 # dashboard; they live in the run's "validation" subfolder, hence the metric group.

@@ -1,7 +1,8 @@
-"""Resumable run state: atomic writes, the per-epoch history file, and the best-model keeper.
+"""Resumable training state: the per-epoch history file, the best-model keeper, the epoch
+seeds and the atomic backup.
 
-A run can be killed at any instant (SIGKILL included). Everything here is written to a
-temporary file and renamed into place, so a file is either the old or the new version,
+A run can be killed at any instant (SIGKILL included). Everything here is written with
+``dermnet.runs.atomic.write_atomic``, so a file is either the old or the new version,
 never half-written; and every piece of state a resumed run needs (best value so far,
 epochs without improvement, history rows) is on disk, so a resumed run makes exactly the
 decisions an uninterrupted one would.
@@ -9,148 +10,17 @@ decisions an uninterrupted one would.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import math
-import os
-import shutil
 from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 
-from dermnet.run_lock import LOCK_NAME, RunLock
+from dermnet.runs.atomic import weights_bytes, write_atomic, write_json_atomic
 
-FINISHED = "finished.json"  # written last by every run: the run is complete
 BACKUP_METADATA = "training_metadata.json"  # names the committed backup (epoch, weights file)
-
-
-class DiskWriteError(OSError):
-    """A file of the run could not be written (full disk, read-only folder); ``str`` is the
-    plain sentence, without the ``[Errno N]`` prefix."""
-
-    def __str__(self) -> str:
-        return self.strerror or super().__str__()
-
-
-class RunExistsError(RuntimeError):
-    """The run directory holds a finished run, or a run of a different config."""
-
-
-def prepare_run_dir(workdir: Path, config, overwrite: bool, load_config, save_config,
-                    log=print) -> None:
-    """Create ``workdir`` (and its ``state/``), refuse to clobber a finished run or an
-    unfinished run of another config (``load_config(path)`` reads one back), then save
-    ``config`` atomically with ``save_config(config, path)``. ``overwrite`` empties it first.
-
-    An unfinished run that never completed an epoch (it failed validation, or was stopped
-    while loading its data) holds nothing worth keeping: a different config replaces it.
-    The caller holds the folder's ``RunLock``, whose lock file is kept.
-    """
-    config_path = workdir / "config.json"
-    if overwrite and workdir.exists():
-        empty_run_dir(workdir)
-    if (workdir / FINISHED).exists():
-        raise RunExistsError(f"{workdir} already holds a finished run; use --overwrite to "
-                             "replace it or choose another --out")
-    if config_path.exists() and _read_config_or_none(config_path, load_config) != config:
-        if has_progress(workdir):
-            raise RunExistsError(f"{workdir} holds an unfinished run of a different config; "
-                                 "use --overwrite to discard it or choose another --out")
-        log(f"{workdir}: replacing an unstarted run (no epoch completed) of another config")
-        empty_run_dir(workdir)
-    (workdir / "state").mkdir(parents=True, exist_ok=True)
-    write_atomic(config_path, lambda target: save_config(config, target))
-
-
-def _read_config_or_none(path: Path, load_config):
-    try:
-        return load_config(path)
-    except ValueError:  # unreadable: compared as different, kept only if the run has progress
-        return None
-
-
-def has_progress(workdir: Path) -> bool:
-    """Whether the run completed anything worth resuming: an epoch's history row, or any
-    file of its resume state (backups, best weights, a GAN's stage commit)."""
-    state = workdir / "state"
-    return (workdir / "history.csv").exists() or (
-        state.is_dir() and any(path.is_file() for path in state.rglob("*")))
-
-
-@contextlib.contextmanager
-def hold_run_dir(workdir: Path):
-    """Hold ``workdir`` with a ``RunLock`` for the body; a body that fails before completing
-    anything removes the folder it created, so the corrected command starts cleanly."""
-    created = not workdir.exists()
-    with RunLock(workdir):
-        try:
-            yield workdir
-        except BaseException:
-            if created and not has_progress(workdir):
-                shutil.rmtree(workdir, ignore_errors=True)
-            raise
-
-
-def empty_run_dir(workdir: Path) -> None:
-    """Remove everything in ``workdir`` but its lock file (held by the caller)."""
-    for item in workdir.iterdir():
-        if item.name == LOCK_NAME:
-            continue
-        if item.is_dir() and not item.is_symlink():
-            shutil.rmtree(item)
-        else:
-            item.unlink()
-
-
-def write_atomic(path: str | Path, writer, needed_bytes: int = 0) -> None:
-    """Call ``writer(temporary_path)``, then rename the result onto ``path``.
-
-    ``needed_bytes`` > 0: first check that the disk has that much room (see
-    ``ensure_free_space``). Writing failures are an ``OSError`` naming ``path``.
-    """
-    path = Path(path)
-    if needed_bytes:
-        ensure_free_space(path.parent, needed_bytes, path)
-    partial = path.with_name(f".{path.stem}.partial{''.join(path.suffixes)}")
-    try:
-        writer(partial)
-        os.replace(partial, path)
-    except OSError as error:
-        reason = os.strerror(error.errno) if error.errno else str(error)
-        raise DiskWriteError(error.errno, f"cannot write {path}: {reason}") from None
-    finally:
-        if partial.exists():
-            partial.unlink()
-
-
-def ensure_free_space(folder: Path, needed_bytes: int, path: Path) -> None:
-    """Refuse to start writing ``path`` when ``folder``'s disk has less than ``needed_bytes``
-    (plus 5% and 16 MiB) free. HDF5 (every Keras weights file) does not survive a full
-    disk: h5py fails while flushing and the process dies with a segmentation fault before
-    any error is shown. Checked before each write, a full disk is an error like any other."""
-    free = shutil.disk_usage(folder).free
-    wanted = int(needed_bytes * 1.05) + (16 << 20)
-    if free < wanted:
-        raise DiskWriteError(errno.ENOSPC, f"cannot write {path}: no space left on device "
-                      f"({free / 2**20:.0f} MiB free, about {wanted / 2**20:.0f} MiB "
-                      "needed); free some space and run the same command again to resume")
-
-
-def weights_bytes(model) -> int:
-    """Bytes of a weights file of ``model``: its variables and its optimizer's."""
-    variables = list(model.weights)
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is not None and getattr(optimizer, "built", False):
-        variables += list(optimizer.variables)
-    return sum(int(np.prod(variable.shape)) * np.dtype(variable.dtype).itemsize
-               for variable in variables)
-
-
-def write_json_atomic(path: str | Path, payload) -> None:
-    write_atomic(path, lambda target: Path(target).write_text(json.dumps(payload, indent=2)))
 
 
 class HistoryFile(keras.callbacks.Callback):

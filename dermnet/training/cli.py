@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from dermnet.config import PRESETS, Config, apply_overrides, load_config, make_config
+from dermnet.runs.tasks import TASKS, get_task
 
 RESOLUTION_NAMES = {"low": "224x300", "high": "450x600"}
 
@@ -25,10 +26,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="repeat a run: start from its config.json")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override any config field; repeatable")
-    parser.add_argument("--task", choices=("ham10000", "clinical-photos"),
-                        help="ham10000 (7 dermoscopic classes, study 1; default) or "
-                             "clinical-photos (multi-task binary diagnosis, study 2; starts "
-                             "from the `photos` preset unless --preset is given)")
+    parser.add_argument("--task", choices=tuple(TASKS),
+                        help="; ".join(f"{task.name}: {task.summary} (preset "
+                                       f"{task.default_preset} unless --preset is given)"
+                                       for task in TASKS.values()) + "; default ham10000")
     parser.add_argument("--variant", choices=("p", "n", "ps", "ns"),
                         help="clinical photos: VGG16-P, -N, -PS or -NS")
     parser.add_argument("--crop-dir", help="clinical photos: the skin-cropped copy written by "
@@ -74,7 +75,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def build_config(args: argparse.Namespace) -> Config:
     """The run's config from the parsed options (see the module docstring for the order)."""
-    preset = args.preset or ("photos" if args.task == "clinical-photos" else "default")
+    preset = args.preset or get_task(args.task or "ham10000").default_preset
     config = load_config(args.config) if args.config else make_config(preset)
     return apply_overrides(config, _shorthand_overrides(args) + list(args.set))
 
@@ -96,13 +97,7 @@ def _shorthand_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def default_out(config: Config) -> Path:
-    if config.data.task == "clinical-photos":
-        version = ("cropped" if config.data.crop_dir else "original") + (
-            "-balanced" if config.data.sampling == "balanced" else "")
-        return Path("runs") / f"photos-vgg16{config.model.variant}-{version}"
-    height, width = config.data.image_size
-    kind = "clinical" if config.data.clinical else "image"
-    return Path("runs") / f"{config.model.backbone}-{height}x{width}-{kind}-fold{config.data.fold}"
+    return get_task(config.data.task).default_out(config)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,43 +31,33 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from dermnet.compat import multiworker_fit
 from dermnet.config import Config, config_to_dict, load_config, save_config
 from dermnet.data.provenance import describe_provenance
 from dermnet.models.classifier import set_batchnorm_momentum, set_batchnorm_synchronized
-from dermnet.models.registry import get_backbone
-from dermnet.training import callbacks as monitoring
-from dermnet.training.checkpoints import (
-    FINISHED,
-    AtomicBackupAndRestore,
-    BestModelKeeper,
+from dermnet.runs.atomic import (
     DiskWriteError,
-    EpochSeeds,
-    HistoryFile,
     ensure_free_space,
-    hold_run_dir,
-    load_backup,
-    prepare_run_dir,
-    read_backup_metadata,
-    read_best_state,
     weights_bytes,
     write_atomic,
     write_json_atomic,
 )
-from dermnet.training.data import (
-    RunData,
-    make_evaluation_dataset,
-    make_training_dataset,
-    prepare_run_data,
+from dermnet.runs.datasets import make_evaluation_dataset, make_training_dataset
+from dermnet.runs.folder import FINISHED, hold_run_dir, prepare_run_dir
+from dermnet.runs.strategy import describe_strategy, enable_determinism, is_chief, make_strategy
+from dermnet.runs.tasks import RunData, get_task, prepare_run_data
+from dermnet.training import callbacks as monitoring
+from dermnet.training.checkpoints import (
+    AtomicBackupAndRestore,
+    BestModelKeeper,
+    EpochSeeds,
+    HistoryFile,
+    load_backup,
+    read_backup_metadata,
+    read_best_state,
 )
 from dermnet.training.guards import StopOnNonFinite
-from dermnet.training.keras_compat import enable_multiworker_fit
 from dermnet.training.schedules import WarmupSchedule
-from dermnet.training.strategy import (
-    describe_strategy,
-    enable_determinism,
-    is_chief,
-    make_strategy,
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +75,7 @@ def plan_phases(config: Config) -> list[Phase]:
     training = config.training
     # Two-phase fine-tuning is the classifier's; the clinical-photo variants freeze their
     # own layers as the study did.
-    pretrained = config.model.weights is not None and config.data.task == "ham10000"
+    pretrained = config.model.weights is not None and get_task(config.data.task).fine_tunes
     frozen = min(training.freeze_epochs, training.epochs - 1) if pretrained else 0
     phases = []
     if frozen > 0:
@@ -107,8 +97,9 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, overwrite: bool =
     # First of all: multi-worker collectives must be configured before TensorFlow runs an op.
     strategy = make_strategy(config.training.strategy)
     workdir = _output_dir(Path(workdir))
-    if config.data.task == "ham10000":
-        get_backbone(config.model.backbone)  # a typo fails before any folder is made
+    check = get_task(config.data.task).check_config
+    if check is not None:
+        check(config)  # a typo fails before any folder is made
     with hold_run_dir(workdir):
         return _train_locked(config, workdir, strategy, overwrite, log)
 
@@ -133,18 +124,14 @@ def _train_locked(config: Config, workdir: Path, strategy, overwrite: bool, log)
 
 def _record_provenance(data: RunData, workdir: Path) -> None:
     """data.json beside the model, and the same line in TensorBoard's text tab."""
-    if not data.provenance:  # clinical-photo runs describe their photos in the log only
+    if data.provenance is None:  # a task that records none describes its data in the log
         return
     write_json_atomic(workdir / "data.json", data.provenance)
     monitoring.log_text(str(workdir / "tb"), "data", describe_provenance(data.provenance))
 
 
 def _describe_model(config: Config) -> str:
-    height, width = config.data.image_size
-    if config.data.task == "clinical-photos":
-        return f"VGG16-{config.model.variant.upper()} {height}x{width}, clinical photos"
-    return (f"{config.model.backbone} {height}x{width}, clinical "
-            f"{'on' if config.data.clinical else 'off'}, fold {config.data.fold}")
+    return get_task(config.data.task).describe_model(config)
 
 
 def _output_dir(workdir: Path) -> Path:
@@ -177,7 +164,6 @@ def _run_phase(phase: Phase, config: Config, data: RunData, strategy, workdir: P
             set_batchnorm_synchronized(model, True)
         _set_trainable(model, phase, config)
         _compile(model, config, data, phase, steps)
-        enable_multiworker_fit(model, strategy)
     backup = state / f"backup-{phase.name}"
     if weights.exists():  # finished in an earlier session
         model.load_weights(weights)
@@ -199,10 +185,11 @@ def _run_phase(phase: Phase, config: Config, data: RunData, strategy, workdir: P
                                      workdir)
     validation = make_evaluation_dataset(data.validation, data, config, global_batch, workdir)
     callbacks = _make_callbacks(model, config, data, workdir, phase, training, validation)
-    model.fit(training, epochs=phase.last_epoch, initial_epoch=first,
-              steps_per_epoch=steps, validation_data=validation, callbacks=callbacks,
-              class_weight=data.class_weights(config), shuffle=False,
-              verbose=1 if sys.stdout.isatty() else 0)
+    with multiworker_fit(model, strategy):
+        model.fit(training, epochs=phase.last_epoch, initial_epoch=first,
+                  steps_per_epoch=steps, validation_data=validation, callbacks=callbacks,
+                  class_weight=data.class_weights(config), shuffle=False,
+                  verbose=1 if sys.stdout.isatty() else 0)
     return _commit_phase(model, weights, backup)
 
 
@@ -267,9 +254,9 @@ def _make_callbacks(model, config, data: RunData, workdir: Path, phase: Phase, t
         HistoryFile(workdir / "history.csv"),
         monitoring.EpochTensorBoard(log_dir=str(logs), write_graph=False),
     ]
-    if data.class_names:  # one softmax over classes: a confusion matrix per epoch
+    if not data.multi_task:  # one softmax over classes: a confusion matrix per epoch
         callbacks.append(monitoring.ConfusionMatrixImage(str(logs), validation,
-                                                         data.class_names))
+                                                         data.output_names))
     if phase.first_epoch == 0:
         callbacks.append(monitoring.AugmentedImages(str(logs), training))
         monitoring.log_hparams(str(logs), _hparams(config))

@@ -287,7 +287,7 @@ def test_build_dataset_rejects_bad_boxes(tmp_path, boxes, message):
 
 
 def test_run_crop_boxes_are_cached_and_reused(tmp_path):
-    from dermnet.training.data import LESION_BOXES, make_lesion_boxes
+    from dermnet.runs.datasets import LESION_BOXES, make_lesion_boxes
 
     images = tmp_path / "images"
     images.mkdir()

@@ -201,7 +201,7 @@ def square_evaluation(folder: Path, count: int = 5, resize: str = "stretch"):
     (the last image has none), through the real evaluation pipeline."""
     from dermnet.config import make_config
     from dermnet.evaluation.predictions import Evaluation
-    from dermnet.training.data import RunData
+    from dermnet.runs.ham10000 import Ham10000RunData
 
     (folder / "masks").mkdir(parents=True)
     rows = []
@@ -217,7 +217,8 @@ def square_evaluation(folder: Path, count: int = 5, resize: str = "stretch"):
     config = make_config("smoke")
     config = dataclasses.replace(config, data=dataclasses.replace(
         config.data, image_size=INPUT, batch_size=2, clinical=False, resize=resize))
-    data = RunData(folder, frame, frame, frame, encoder=None, synthetic=True)
+    data = Ham10000RunData(folder, frame, frame, frame, holdout=None, encoder=None,
+                           synthetic=True, provenance={})
     return Evaluation(folder, config, data, build_bright_detector(), "test", frame)
 
 

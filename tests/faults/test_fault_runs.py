@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dermnet.run_lock import RunLock, RunLockedError
+from dermnet.runs.lock import RunLock, RunLockedError
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ["--preset", "smoke", "--set", "data.phantom_images=80", "--epochs", "1"]
@@ -44,7 +44,7 @@ def hold_lock(folder: Path) -> subprocess.Popen:
     """Another process holding ``folder``'s run lock until it is killed."""
     script = textwrap.dedent(f"""
         import sys, time
-        from dermnet.run_lock import RunLock
+        from dermnet.runs.lock import RunLock
         RunLock({str(folder)!r}).acquire()
         print("held", flush=True)
         time.sleep(600)
@@ -365,7 +365,7 @@ def test_6_a_run_failing_on_its_data_leaves_no_folder(tmp_path, cache_dir):
 
 def test_6_an_unstarted_run_of_another_config_is_replaced(tmp_path):
     from dermnet.config import load_config, make_config, save_config
-    from dermnet.training.checkpoints import RunExistsError, prepare_run_dir
+    from dermnet.runs.folder import RunExistsError, prepare_run_dir
 
     out = tmp_path / "run"
     (out / "state").mkdir(parents=True)
@@ -384,7 +384,7 @@ def test_6_an_unstarted_run_of_another_config_is_replaced(tmp_path):
 
 def test_6_overwrite_keeps_the_lock_of_the_process_that_holds_it(tmp_path):
     from dermnet.config import load_config, make_config, save_config
-    from dermnet.training.checkpoints import prepare_run_dir
+    from dermnet.runs.folder import prepare_run_dir
 
     out = tmp_path / "run"
     with RunLock(out):

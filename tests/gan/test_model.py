@@ -281,7 +281,7 @@ def test_grid_codes_with_clinical_rows_of_each_rows_class():
 MIRRORED_SCRIPT = textwrap.dedent("""
     import dataclasses, sys
     import keras, numpy as np, tensorflow as tf
-    from dermnet.training.strategy import make_strategy
+    from dermnet.runs.strategy import make_strategy
     mirrored = make_strategy("mirrored")  # DERMNET_LOGICAL_CPUS=2: two replicas
     from tests.gan.test_model import TINY, make_model, real_batch
 

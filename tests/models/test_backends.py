@@ -10,8 +10,8 @@ import textwrap
 import numpy as np
 import pytest
 
+from dermnet.models.backbones import list_backbones
 from dermnet.models.classifier import build_classifier
-from dermnet.models.registry import list_backbones
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("jax") is None,
                                 reason="jax is not installed")
@@ -29,7 +29,7 @@ def test_every_backbone_builds_under_jax_without_tensorflow():
         import sys
         import keras, numpy as np
         from dermnet.models.classifier import build_classifier
-        from dermnet.models.registry import list_backbones
+        from dermnet.models.backbones import list_backbones
         assert keras.backend.backend() == "jax"
         inputs = {"image": np.zeros((1, 64, 64, 3)), "clinical": np.zeros((1, 20))}
         for name in list_backbones():

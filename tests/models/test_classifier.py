@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from keras.applications import imagenet_utils
 
+from dermnet.models.backbones import list_backbones
 from dermnet.models.classifier import (
     build_classifier,
     freeze_backbone,
@@ -20,7 +21,6 @@ from dermnet.models.classifier import (
 )
 from dermnet.models.clinical_branch import ClinicalMasking
 from dermnet.models.preprocessing import PixelPreprocessing
-from dermnet.models.registry import list_backbones
 
 RNG = np.random.default_rng(0)
 SMALL = (64, 80)

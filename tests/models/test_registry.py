@@ -5,8 +5,9 @@ import math
 import keras
 import pytest
 
+from dermnet.models.backbones import get_backbone, list_backbones
 from dermnet.models.classifier import walk_layers
-from dermnet.models.registry import BackboneSpec, get_backbone, list_backbones, register_backbone
+from dermnet.models.registry import BackboneSpec, register_backbone
 
 # One table drives the parametrised tests (keras.applications style): name -> pooled width.
 EXPECTED = {

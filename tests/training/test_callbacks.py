@@ -19,6 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from dermnet.data.vocabulary import CLASSES
+from dermnet.models.metrics import BalancedAccuracy, MacroAUC
 from dermnet.training.callbacks import (
     AugmentedImages,
     ConfusionMatrixImage,
@@ -34,7 +35,6 @@ from dermnet.training.callbacks import (
     make_image_grid,
     render_confusion_matrix,
 )
-from dermnet.training.metrics import BalancedAccuracy, MacroAUC
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCH = 8

@@ -6,7 +6,7 @@ import pytest
 
 from dermnet.config import make_config
 from dermnet.data.phantom import write_phantom
-from dermnet.training.data import prepare_run_data
+from dermnet.runs.tasks import prepare_run_data
 
 
 @pytest.fixture(scope="module")

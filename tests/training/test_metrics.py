@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from dermnet.training.metrics import BalancedAccuracy, MacroAUC
+from dermnet.models.metrics import BalancedAccuracy, MacroAUC
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = 7

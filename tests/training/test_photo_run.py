@@ -101,12 +101,12 @@ def test_compare_tabulates_variants_and_runs_delong_tests(photo_runs, tmp_path, 
 
 
 def prepared(config, tmp_path, monkeypatch, cache_dir):
-    from dermnet.training.photo_data import prepare_photo_run_data
+    from dermnet.runs.photos import prepare_run_data
 
     monkeypatch.setenv("DERMNET_CACHE", str(cache_dir))
     workdir = tmp_path / "run"
     workdir.mkdir(parents=True, exist_ok=True)
-    return prepare_photo_run_data(config, workdir, log=lambda message: None)
+    return prepare_run_data(config, workdir, log=lambda message: None)
 
 
 @pytest.mark.slow

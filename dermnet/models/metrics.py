@@ -1,13 +1,18 @@
-"""Streaming Keras metrics for multi-class training with sparse integer labels.
+"""Streaming Keras metrics of dermnet's training runs.
 
-Owns `BalancedAccuracy` (ISIC 2018 Task 3 headline metric) and `MacroAUC` (one-vs-rest ROC
-AUC averaged over classes). Both take int labels [B] (or [B, 1]) and probabilities [B, K],
-accumulate over an epoch, and reset with the other compiled metrics, so `model.fit` logs them
-as `balanced_accuracy` / `val_balanced_accuracy` and `macro_auc` / `val_macro_auc`.
+Multi-class training with sparse integer labels: `BalancedAccuracy` (ISIC 2018 Task 3
+headline metric) and `MacroAUC` (one-vs-rest ROC AUC averaged over classes). Both take int
+labels [B] (or [B, 1]) and probabilities [B, K], accumulate over an epoch, and reset with
+the other compiled metrics, so `model.fit` logs them as `balanced_accuracy` /
+`val_balanced_accuracy` and `macro_auc` / `val_macro_auc`.
 
 Keras-only (`keras.ops`), so they run under every Keras 3 backend. Their state lives in
 metric variables with SUM aggregation: under `tf.distribute` each replica accumulates its
 share and reading the result sums the replicas, which gives the same value as one device.
+
+The second study's multi-task models: `MaskedBinaryAccuracy` and `MaskedAUC` score one
+task's column over the images that take part in it (targets -1 elsewhere);
+`make_task_metrics` gives both for every task.
 """
 
 import keras
@@ -122,3 +127,45 @@ class MacroAUC(keras.metrics.AUC):
             "num_classes": self.num_classes,
             "num_thresholds": self.num_thresholds,
         }
+
+
+def _select_task(task_index: int, y_true, y_pred, sample_weight):
+    """Column ``task_index`` of labels and scores, weighted by its validity mask."""
+    labels, scores = y_true[:, task_index], y_pred[:, task_index]  # [B] each
+    valid = ops.cast(ops.greater_equal(labels, 0), "float32")
+    if sample_weight is not None:
+        valid = valid * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+    return ops.maximum(labels, 0), scores, valid
+
+
+class _OneTask:
+    """Mixin for a Keras binary metric: score column ``task_index`` over the images that
+    take part in that task (target >= 0), each weighted by its sample weight."""
+
+    def __init__(self, task_index: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.task_index = task_index
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        labels, scores, weight = _select_task(self.task_index, y_true, y_pred, sample_weight)
+        return super().update_state(labels, scores, sample_weight=weight)
+
+    def get_config(self):
+        return super().get_config() | {"task_index": self.task_index}
+
+
+@keras.saving.register_keras_serializable(package="dermnet")
+class MaskedBinaryAccuracy(_OneTask, keras.metrics.BinaryAccuracy):
+    """Accuracy of one task over the images that take part in it."""
+
+
+@keras.saving.register_keras_serializable(package="dermnet")
+class MaskedAUC(_OneTask, keras.metrics.AUC):
+    """ROC AUC of one task over the images that take part in it."""
+
+
+def make_task_metrics(task_names) -> list[keras.metrics.Metric]:
+    """Per-task AUC and accuracy, named ``<task>_auc`` and ``<task>_accuracy``."""
+    return [metric for index, task in enumerate(task_names)
+            for metric in (MaskedAUC(index, name=f"{task}_auc"),
+                           MaskedBinaryAccuracy(index, name=f"{task}_accuracy"))]

@@ -1,18 +1,19 @@
-"""The data side of a clinical-photo run (the second study): which photos, which patient
+"""The run data of the ``clinical-photos`` task (the second study): which photos, which patient
 split, which version of the data (original or skin-cropped, optionally class-balanced), and
 the multi-task targets, loss and metrics of the four VGG16 variants.
 
-``prepare_photo_run_data(config, workdir)`` mirrors ``training.data.prepare_run_data``: it
+``prepare_run_data(config, workdir)`` mirrors ``runs.ham10000.prepare_run_data``: it
 loads and validates the photos (the SYNTHETIC photo phantom, generated once into the cache,
 when ``data.data_dir`` is empty), writes or re-reads the run's ``splits.csv`` (train / val /
-test, grouped by patient) and returns a ``PhotoRunData``, which ``training.run`` drives like
-the HAM10000 ``RunData``.
+test, grouped by patient) and returns a ``PhotoRunData``, a ``dermnet.runs.tasks.RunData``
+that ``training.run`` drives like the HAM10000 one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ import pandas as pd
 from dermnet.config import Config
 from dermnet.data import clinical_photos as photos
 from dermnet.data import photo_splits
+from dermnet.runs.cache import default_cache_dir
 
 PHANTOM_SIZE = (450, 600)  # (H, W) of the generated phantom photos
 
@@ -28,8 +30,8 @@ def resolve_photo_dir(config: Config, log=print) -> Path:
     """``data.data_dir``, or the photo phantom of ``data.phantom_patients`` patients."""
     if config.data.data_dir:
         return Path(config.data.data_dir)
+
     from dermnet.data.photo_phantom import PHOTO_PHANTOM_VERSION, write_photo_phantom
-    from dermnet.training.data import default_cache_dir
 
     patients = config.data.phantom_patients
     folder = default_cache_dir() / f"photo-phantom-v{PHOTO_PHANTOM_VERSION}-{patients}-seed0"
@@ -46,6 +48,8 @@ def resolve_photo_dir(config: Config, log=print) -> Path:
 
 @dataclasses.dataclass(frozen=True)
 class PhotoRunData:
+    """A ``dermnet.runs.tasks.RunData``: one sigmoid per binary task, no clinical data."""
+
     data_dir: Path
     training: pd.DataFrame            # training photos (repeated rows when balanced)
     validation: pd.DataFrame
@@ -53,24 +57,32 @@ class PhotoRunData:
     synthetic: bool                   # True for the photo phantom
     version: str                      # "original" or "cropped", "+balanced" when balanced
     tasks: tuple = photos.TASKS       # (negative, positive) diagnosis pairs
-    class_names: tuple = ()           # no single softmax: no confusion-matrix callback
-    encoder: None = None              # photos carry no clinical vector
-    holdout: None = None              # no held-out source collections for photos
-    provenance: dict = dataclasses.field(default_factory=dict)  # not recorded for photos
+    multi_task: ClassVar[bool] = True
 
     @property
     def num_training(self) -> int:
         return len(self.training)
 
     @property
-    def task_names(self) -> list[str]:
-        return photos.task_names(self.tasks)
+    def output_names(self) -> tuple[str, ...]:
+        """The binary tasks' names, one sigmoid output each."""
+        return tuple(photos.task_names(self.tasks))
+
+    @property
+    def holdout(self) -> None:
+        """Photo runs hold out no source collection."""
+        return None
+
+    @property
+    def provenance(self) -> None:
+        """Not recorded: the log's ``describe`` line says what the photos were."""
+        return None
 
     def describe(self) -> str:
         label = "SYNTHETIC photo phantom" if self.synthetic else "photos"
         return (f"{label} {self.data_dir} ({self.version}): {len(self.training)} training, "
                 f"{len(self.validation)} validation, {len(self.test)} test photos; tasks "
-                f"{', '.join(self.task_names)}")
+                f"{', '.join(self.output_names)}")
 
     def clinical(self, frame: pd.DataFrame, config: Config):
         return None
@@ -86,24 +98,24 @@ class PhotoRunData:
         # From-scratch variants take no pretrained weights, whatever the config says.
         weights = config.model.weights if VARIANTS[variant].pretrained else None
         return build_multitask_vgg16(variant, tuple(config.data.image_size),
-                                     task_names=tuple(self.task_names), weights=weights,
+                                     task_names=self.output_names, weights=weights,
                                      dropout=config.model.dropout)
 
     def make_loss(self, config: Config):
-        from dermnet.models.multitask import MaskedBinaryCrossentropy
+        from dermnet.models.losses import MaskedBinaryCrossentropy
 
         return MaskedBinaryCrossentropy()
 
     def make_metrics(self) -> list:
-        from dermnet.models.multitask import make_task_metrics
+        from dermnet.models.metrics import make_task_metrics
 
-        return make_task_metrics(tuple(self.task_names))
+        return make_task_metrics(self.output_names)
 
     def class_weights(self, config: Config) -> None:
         return None  # imbalance is handled by the balanced version of the data
 
 
-def prepare_photo_run_data(config: Config, workdir: Path, log=print) -> PhotoRunData:
+def prepare_run_data(config: Config, workdir: Path, log=print) -> PhotoRunData:
     """Load the photos, and write (or, on resume, re-read) the patient split."""
     data_dir = resolve_photo_dir(config, log)
     dataset = photos.load_photo_dataset(data_dir)
