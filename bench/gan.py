@@ -34,13 +34,13 @@ def measure_resolution(config, resolution: int, args) -> dict:
     import tensorflow as tf
 
     from gan.model import GanNetworks, make_grid_codes
-    from gan.train import _compile
+    from gan.train import compile_stage_model
 
     batch = config.schedule.batch_sizes[resolution]
     keras.utils.set_random_seed(0)
     networks = GanNetworks(config.network)
     model = networks.build_stage(resolution, fade=False, seed=0)
-    _compile(model, config)
+    compile_stage_model(model, config)
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, (batch, resolution, resolution, 3)).astype("float32")
     labels = np.eye(config.network.num_classes, dtype="float32")[rng.integers(0, 7, batch)]

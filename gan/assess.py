@@ -260,7 +260,7 @@ def _save_png(path, picture: np.ndarray) -> None:
 def make_grids(fake: ImageSet, real: ImageSet) -> dict[str, np.ndarray]:
     """Per class: real samples (left) and synthetic ones (right), GRID_COLUMNS x 4 each;
     ``overview``: one row of synthetic samples per class code."""
-    from gan.train import render_class_grid
+    from gan.monitoring import render_class_grid
 
     def pick(images: ImageSet, label: int, count: int) -> np.ndarray:
         chosen = images.pixels[images.classes == label][:count]

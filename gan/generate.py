@@ -39,14 +39,12 @@ import pandas as pd
 from dermnet.data.clinical import ClinicalEncoder, load_clinical_encoder
 from dermnet.data.staging import check_new_folder, staged_folder
 from dermnet.data.vocabulary import CLASSES, METADATA_FILENAME, SYNTHETIC_DX_TYPE
+from dermnet.runs.folder import FINISHED
+from gan.checkpoints import CLINICAL_ENCODER, GENERATOR, REAL_METADATA
 from gan.clinical import load_real_metadata
 from gan.codes import make_code_batch
 from gan.config import GanConfig, load_gan_config
 
-GENERATOR_FILE = "generator.keras"
-FINISHED_FILE = "finished.json"
-REAL_METADATA_FILE = "real_metadata.csv"      # gan.train.REAL_METADATA
-CLINICAL_ENCODER_FILE = "clinical_encoder.json"  # gan.train.CLINICAL_ENCODER
 IMAGE_FOLDER = "images"                        # HAM10000's "flat" layout
 DATASET_MARK = "gan"                           # the `dataset` column of every row
 FORMATS = {"jpg": [cv2.IMWRITE_JPEG_QUALITY, 95], "png": [cv2.IMWRITE_PNG_COMPRESSION, 3]}
@@ -79,20 +77,20 @@ def load_gan_run(run_dir: str | Path) -> GanRun:
     import gan.networks  # noqa: F401  (registers the networks' layers for loading)
 
     path = Path(run_dir)
-    for name in ("config.json", FINISHED_FILE, GENERATOR_FILE, REAL_METADATA_FILE):
+    for name in ("config.json", FINISHED, GENERATOR, REAL_METADATA):
         if not (path / name).is_file():
             hint = (" (the run has not finished: run its train command again to resume it)"
-                    if name in (FINISHED_FILE, GENERATOR_FILE) else "")
+                    if name in (FINISHED, GENERATOR) else "")
             raise GenerationError(f"{path}: not a finished GAN run, no {name}{hint}")
     config = load_gan_config(path / "config.json")
     try:
-        generator = keras.saving.load_model(path / GENERATOR_FILE)
+        generator = keras.saving.load_model(path / GENERATOR)
     except Exception as error:  # Keras raises many types for a file that is not a model
-        raise GenerationError(f"{path / GENERATOR_FILE}: cannot load ({error})") from error
+        raise GenerationError(f"{path / GENERATOR}: cannot load ({error})") from error
     encoder = None
     if config.network.clinical_codes:
-        encoder = load_clinical_encoder(path / CLINICAL_ENCODER_FILE)
-    metadata = load_real_metadata(path / REAL_METADATA_FILE)
+        encoder = load_clinical_encoder(path / CLINICAL_ENCODER)
+    metadata = load_real_metadata(path / REAL_METADATA)
     return GanRun(path, config, generator, metadata, encoder)
 
 

@@ -166,3 +166,27 @@ def make_schedule(name: str) -> GrowthSchedule:
         raise ValueError(f"unknown growth schedule {name!r}; choose from "
                          f"{', '.join(SCHEDULE_PRESETS)}")
     return SCHEDULE_PRESETS[name]()
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage of a run: a resolution, stable or fading in, trained to ``end`` images."""
+
+    index: int          # position in stage_boundaries()
+    resolution: int
+    fade: bool          # a new block fades in
+    batch_size: int     # global batch size
+    end: int            # images seen when the stage ends
+
+    @property
+    def name(self) -> str:
+        return f"{self.resolution}x{self.resolution} {'fade' if self.fade else 'stable'}"
+
+
+def plan_stages(schedule: GrowthSchedule) -> list[StagePlan]:
+    """The stages of ``schedule`` in training order."""
+    boundaries = stage_boundaries(schedule)
+    ends = [boundary.start for boundary in boundaries[1:]] + [total_images(schedule)]
+    return [StagePlan(index, boundary.resolution, boundary.phase == FADE,
+                      schedule.batch_sizes[boundary.resolution], end)
+            for index, (boundary, end) in enumerate(zip(boundaries, ends))]

@@ -22,57 +22,40 @@ change of level of detail). A run killed at any instant and started again with t
 command resumes from its last checkpoint: the networks' weights, the stage's optimizer
 states and the images seen are on disk, and everything random derives from (seed, images
 seen), so with ``training.deterministic`` on a CPU it ends with an uninterrupted run's
-weights. TensorFlow-specific (tf.distribute, tf.summary).
+weights. The checkpoints are ``gan.checkpoints``', the progress lines, TensorBoard and grids
+``gan.monitoring``'s; the folder's lock and guard are the classifier's
+(``dermnet.runs.folder``). TensorFlow-specific (tf.distribute, tf.summary).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import time
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from dermnet.data.clinical import fit_clinical_encoder, load_clinical_encoder
 from dermnet.runs.atomic import write_atomic, write_json_atomic
 from dermnet.runs.folder import FINISHED, RunExistsError, hold_run_dir, prepare_run_dir
 from dermnet.runs.strategy import describe_strategy, enable_determinism, make_strategy
+from gan.checkpoints import (
+    CLINICAL_ENCODER,
+    GENERATOR,
+    REAL_METADATA,
+    Checkpointer,
+    load_arrays,
+    optimizer_weights,
+    read_commit,
+    save_checkpoint,
+)
 from gan.clinical import ClinicalTable, make_clinical_table, save_real_metadata
 from gan.config import GanConfig, check_gan_config, load_gan_config, save_gan_config
 from gan.data import GanData, build_stage_dataset, load_gan_data
-from gan.model import GanNetworks, GrowthTracker, InfoGAN, make_grid_codes
-from gan.schedule import FADE, stage_boundaries, total_images
-
-COMMIT = "checkpoint.json"
-REAL_METADATA = "real_metadata.csv"
-CLINICAL_ENCODER = "clinical_encoder.json"
-GRID_MIN_SIDE = 32  # grid samples are enlarged (nearest neighbour) to at least this side
-
-
-@dataclasses.dataclass(frozen=True)
-class StagePlan:
-    index: int          # position in stage_boundaries()
-    resolution: int
-    fade: bool          # a new block fades in
-    batch_size: int     # global batch size
-    end: int            # images seen when the stage ends
-
-    @property
-    def name(self) -> str:
-        return f"{self.resolution}x{self.resolution} {'fade' if self.fade else 'stable'}"
-
-
-def plan_stages(config: GanConfig) -> list[StagePlan]:
-    schedule = config.schedule
-    boundaries = stage_boundaries(schedule)
-    ends = [boundary.start for boundary in boundaries[1:]] + [total_images(schedule)]
-    return [StagePlan(index, boundary.resolution, boundary.phase == FADE,
-                      schedule.batch_sizes[boundary.resolution], end)
-            for index, (boundary, end) in enumerate(zip(boundaries, ends))]
+from gan.model import GanNetworks, GrowthTracker, InfoGAN
+from gan.monitoring import Reporter, write_grid
+from gan.schedule import StagePlan, plan_stages, stage_boundaries
 
 
 def train_gan(config: GanConfig, workdir: str | Path, *, overwrite: bool = False,
@@ -102,7 +85,7 @@ def _train_gan_locked(config: GanConfig, workdir: Path, strategy, overwrite: boo
     commit = read_commit(workdir / "state")
     images_seen, first = _restore(networks, commit, workdir / "state", log)
     writer = tf.summary.create_file_writer(str(workdir / "tb" / "train"))
-    for stage in plan_stages(config)[first:]:
+    for stage in plan_stages(config.schedule)[first:]:
         resume = commit if commit and commit["stage_index"] == stage.index else None
         images_seen = _run_stage(stage, images_seen, networks, config, data, strategy,
                                  workdir, writer, resume, log)
@@ -168,9 +151,9 @@ def _run_stage(stage: StagePlan, images_seen: int, networks: GanNetworks, config
     training = config.training
     with strategy.scope():
         model = networks.build_stage(stage.resolution, stage.fade, training.seed)
-        _compile(model, config)
+        compile_stage_model(model, config)
     if resume is not None:  # the stage's optimizer states, saved mid-stage
-        load_arrays(workdir / "state" / resume["file"], _optimizer_weights(model))
+        load_arrays(workdir / "state" / resume["file"], optimizer_weights(model))
     steps = max(0, math.ceil((stage.end - images_seen) / stage.batch_size))
     count = len(stage_boundaries(config.schedule))
     log(f"stage {stage.index + 1}/{count}: {stage.name}, images {images_seen}-{stage.end}, "
@@ -188,13 +171,13 @@ def _run_stage(stage: StagePlan, images_seen: int, networks: GanNetworks, config
         model.fit(dataset, epochs=1, steps_per_epoch=steps, callbacks=callbacks,
                   shuffle=False, verbose=0)
         images_seen = tracker.images_seen
-    _write_grid(model, config, stage, images_seen, workdir, writer)
+    write_grid(model, config, stage, images_seen, workdir, writer)
     save_checkpoint(workdir / "state", networks, None, images_seen, stage.index,
                     name=f"stage-{stage.index:02d}-{stage.name.replace(' ', '-')}")
     return images_seen
 
 
-def _compile(model: InfoGAN, config: GanConfig) -> None:
+def compile_stage_model(model: InfoGAN, config: GanConfig) -> None:
     training = config.training
 
     def adam():
@@ -208,171 +191,16 @@ def _compile(model: InfoGAN, config: GanConfig) -> None:
                   continuous_weight=training.continuous_weight)
 
 
-def _optimizer_weights(model: InfoGAN) -> dict[str, list]:
-    return {"generator_optimizer": model.generator_optimizer.variables,
-            "discriminator_optimizer": model.discriminator_optimizer.variables}
-
-
-# --- checkpoints ------------------------------------------------------------------------------
-
-
-def read_commit(state: Path) -> dict | None:
-    """The committed checkpoint: {images_seen, stage_index, complete, file}, or None."""
-    path = state / COMMIT
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def save_checkpoint(state: Path, networks: GanNetworks, model: InfoGAN | None,
-                    images_seen: int, stage_index: int, name: str | None = None) -> None:
-    """Write the networks (and, mid-stage, ``model``'s optimizer states), then commit.
-
-    Without ``model`` the stage is complete: its optimizer states are never needed again.
-    The commit file is written last and atomically, so a resume always finds a complete
-    checkpoint; older mid-stage files are deleted once it names the new one.
-    """
-    groups = dict(networks.weights) | (_optimizer_weights(model) if model else {})
-    file = state / f"{name or f'checkpoint-{images_seen:012d}'}.npz"
-    write_atomic(file, lambda target: save_arrays(target, groups))
-    write_json_atomic(state / COMMIT, {"images_seen": images_seen, "stage_index": stage_index,
-                                       "complete": model is None, "file": file.name})
-    for stale in state.glob("checkpoint-*.npz"):
-        if stale != file:
-            stale.unlink()
-
-
-def save_arrays(path, groups: dict[str, list]) -> None:
-    arrays = {f"{group}/{index}": keras.ops.convert_to_numpy(variable)
-              for group, variables in groups.items() for index, variable in enumerate(variables)}
-    with open(path, "wb") as stream:  # a file object: np.savez adds no suffix
-        np.savez(stream, **arrays)
-
-
-def load_arrays(path: Path, groups: dict[str, list]) -> None:
-    """Assign each group's variables from ``path``; a missing or misshapen one raises."""
-    with np.load(path) as arrays:
-        for group, variables in groups.items():
-            for index, variable in enumerate(variables):
-                key = f"{group}/{index}"
-                if key not in arrays or arrays[key].shape != tuple(variable.shape):
-                    raise ValueError(f"{path}: {key} is missing or has the wrong shape; the "
-                                     "checkpoint belongs to another configuration")
-                variable.assign(arrays[key])
-
-
-class Checkpointer(keras.callbacks.Callback):
-    """Saves the run's state every ``every_images`` images (place after GrowthTracker)."""
-
-    def __init__(self, tracker: GrowthTracker, state: Path, networks: GanNetworks,
-                 stage_index: int, every_images: int):
-        super().__init__()
-        self.tracker = tracker
-        self.state = state
-        self.networks = networks
-        self.stage_index = stage_index
-        self.every_images = every_images
-        self.last = tracker.images_seen
-
-    def on_train_batch_end(self, batch, logs=None):
-        seen = self.tracker.images_seen
-        if seen // self.every_images > self.last // self.every_images:
-            save_checkpoint(self.state, self.networks, self.model, seen, self.stage_index)
-            self.last = seen
-
-
-# --- monitoring -------------------------------------------------------------------------------
-
-
-class Reporter(keras.callbacks.Callback):
-    """Every ``every_images`` images and at the stage's end: one progress line and the
-    TensorBoard scalars at step = images seen, each the mean since the previous report
-    (the metric trackers are reset after each report)."""
-
-    def __init__(self, tracker: GrowthTracker, writer, every_images: int, stage: StagePlan,
-                 steps: int, log=print):  # steps: this session's steps of the stage
-        super().__init__()
-        self.tracker = tracker
-        self.writer = writer
-        self.every_images = every_images
-        self.stage = stage
-        self.steps = steps
-        self.log = log
-        self._since = (tracker.images_seen, time.perf_counter())
-
-    def on_train_batch_end(self, batch, logs=None):
-        seen = self.tracker.images_seen
-        if seen // self.every_images > self._since[0] // self.every_images or \
-                batch + 1 == self.steps:
-            self._report({name: float(value) for name, value in (logs or {}).items()})
-
-    def _report(self, values: dict) -> None:
-        seen, (before, started) = self.tracker.images_seen, self._since
-        rate = (seen - before) / max(time.perf_counter() - started, 1e-9)
-        schedule = {"fade_in": float(self.model.fade_in.numpy()),
-                    "learning_rate": float(self.model.generator_optimizer.learning_rate),
-                    "resolution": self.stage.resolution, "images_per_second": rate}
-        with self.writer.as_default():
-            for name, value in values.items():
-                tf.summary.scalar(f"losses/{name}", value, step=seen)
-            for name, value in schedule.items():
-                tf.summary.scalar(f"schedule/{name}", value, step=seen)
-        self.writer.flush()
-        self.log(format_progress(self.stage, seen, values | schedule))
-        for tracker in self.model.metrics:
-            tracker.reset_state()
-        self._since = (seen, time.perf_counter())
-
-
-def format_progress(stage: StagePlan, seen: int, values: dict) -> str:
-    """One line: stage, images seen (of the stage's end), fade-in, losses, rate, speed."""
-    shown = ("critic_loss", "generator_loss", "wasserstein_distance", "gradient_penalty",
-             "real_class_loss", "info_categorical", "info_continuous", "info_clinical")
-    parts = [f"{stage.name:>14}", f"images {seen}/{stage.end}", f"alpha {values['fade_in']:.2f}"]
-    parts += [f"{name} {values[name]:.3f}" for name in shown if name in values]
-    parts += [f"lr {values['learning_rate']:.1e}", f"{values['images_per_second']:.0f} img/s"]
-    return "  ".join(parts)
-
-
-def render_class_grid(images: np.ndarray, rows: int, gap: int = 2) -> np.ndarray:
-    """float [rows * columns, R, R, 3] in [-1, 1] -> one uint8 picture, row-major, a row per
-    class, each sample enlarged to at least GRID_MIN_SIDE pixels, black gaps between."""
-    pixels = np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
-    scale = max(1, GRID_MIN_SIDE // images.shape[1])
-    pixels = pixels.repeat(scale, axis=1).repeat(scale, axis=2)  # [N, sR, sR, 3]
-    columns, side = len(pixels) // rows, pixels.shape[1]
-    grid = np.zeros((rows * (side + gap) - gap, columns * (side + gap) - gap, 3), np.uint8)
-    for index, image in enumerate(pixels):
-        top, left = (index // columns) * (side + gap), (index % columns) * (side + gap)
-        grid[top:top + side, left:left + side] = image
-    return grid
-
-
-def _write_grid(model: InfoGAN, config: GanConfig, stage: StagePlan, images_seen: int,
-                workdir: Path, writer) -> None:
-    """The average generator's class grid: TensorBoard image and PNG."""
-    codes = make_grid_codes(config.network, config.training.grid_columns, config.training.seed,
-                            model.clinical)
-    images = model.sample(codes, float(model.fade_in.numpy()))
-    grid = render_class_grid(images, config.network.num_classes)
-    with writer.as_default():
-        tf.summary.image("class_grid", grid[None], step=images_seen)
-    writer.flush()
-    folder = workdir / "grids"
-    folder.mkdir(exist_ok=True)
-    name = f"stage-{stage.resolution}x{stage.resolution}{'-fade' if stage.fade else ''}.png"
-    png = tf.io.encode_png(grid).numpy()
-    write_atomic(folder / name, lambda target: Path(target).write_bytes(png))
-
-
 def _finish(networks: GanNetworks, config: GanConfig, workdir: Path, images_seen: int,
             seconds: float, log) -> dict:
     """Save the final stage's average generator and critic; write ``finished.json``."""
     final = config.network.final_resolution
     generator = networks.average_generator.build(final, False)
     discriminator = networks.discriminator.build(final, False)
-    write_atomic(workdir / "generator.keras", generator.save)
+    write_atomic(workdir / GENERATOR, generator.save)
     write_atomic(workdir / "discriminator.keras", discriminator.save)
     summary = {"images_seen": images_seen, "final_resolution": final,
-               "stages": len(plan_stages(config)),
+               "stages": len(plan_stages(config.schedule)),
                "seconds_this_session": round(seconds, 1)}
     write_json_atomic(workdir / FINISHED, summary)
     log(f"finished after {images_seen} images; generator: {workdir / 'generator.keras'}")

