@@ -9,10 +9,7 @@
 
 import sys
 
+from dermnet import commands
+
 if __name__ == "__main__":
-    from dermnet.quiet import quiet_tensorflow
-
-    quiet_tensorflow()  # TensorFlow's C++ start-up lines hidden; --verbose shows them
-    from dermnet.evaluation.cli import main
-
-    sys.exit(main())
+    sys.exit(commands.evaluate())  # the installed dermnet-evaluate

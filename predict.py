@@ -10,12 +10,7 @@ The work is done by ``dermnet.inference``; this file only starts it.
 
 import sys
 
+from dermnet import commands
+
 if __name__ == "__main__":
-    from dermnet.quiet import quiet_tensorflow
-
-    # TensorFlow's C++ lines hidden, errors included: a damaged JPEG would otherwise log a
-    # libjpeg line before predict.py's own message naming the file. --verbose shows them.
-    quiet_tensorflow()
-    from dermnet.inference.cli import main
-
-    sys.exit(main())
+    sys.exit(commands.predict())  # the installed dermnet-predict

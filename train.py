@@ -10,10 +10,7 @@ reaches every field. Without ``--data-dir`` the run uses the SYNTHETIC phantom d
 
 import sys
 
+from dermnet import commands
+
 if __name__ == "__main__":
-    from dermnet.quiet import quiet_tensorflow
-
-    quiet_tensorflow()  # TensorFlow's C++ start-up lines hidden; --verbose shows them
-    from dermnet.training.cli import main
-
-    sys.exit(main())
+    sys.exit(commands.train())  # the installed dermnet-train

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from dermnet.data.augment import AugmentConfig  # noqa: E402
+from dermnet.data.augment_config import AugmentConfig  # noqa: E402
 from dermnet.data.phantom import write_phantom  # noqa: E402
 from dermnet.data.pipeline import PipelineConfig, build_dataset  # noqa: E402
 from dermnet.data.vocabulary import CLASSES, IMAGE_FOLDERS, METADATA_FILENAME  # noqa: E402

@@ -21,7 +21,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dermnet.data.augment import AugmentConfig
+from dermnet.data.augment_config import AugmentConfig
 from dermnet.runs.tasks import TASKS
 
 CONFIG_VERSION = 1

@@ -2,7 +2,8 @@
 
     GanConfig
       data:     GanDataConfig      which images, how they are squared and cached
-      network:  NetworkConfig      the generator's and discriminator's shape (gan.networks)
+      network:  NetworkConfig      the generator's and discriminator's shape (built in
+                                   gan.networks)
       schedule: GrowthSchedule     resolutions, images per phase, batch sizes, learning rate
       training: GanTrainingConfig  WGAN-GP / InfoGAN weights, Adam, EMA, seeds, checkpoints
 
@@ -19,14 +20,69 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dermnet import config as base
 from gan.clinical import CLINICAL_CODES
-from gan.networks import NetworkConfig
 from gan.schedule import GrowthSchedule, karras_schedule, paper_schedule, smoke_schedule
+
+START_RESOLUTION = 4  # the first block's side; every network starts from 4x4
+CODE_SPLITS = ("blocks", "input")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    final_resolution: int = 512       # side of the last block's images (paper: 512, 8 blocks)
+    latent_size: int = 128            # noise dimensions (the incompressible part of z)
+    num_classes: int = 7              # categorical code: one-hot over the 7 lesion types
+    continuous_codes: int = 4         # continuous codes, U(-1, 1), split over the blocks
+    clinical_codes: int = 0           # 0: none; else the size of the caller's clinical vector
+    fmap_base: int = 8192             # feature maps: min(2 * fmap_base / R, fmap_max)
+    fmap_max: int = 512               # (Karras: 8192 and 512, i.e. 512 up to 32x32, 32 at 512)
+    code_split: str = "blocks"        # how codes enter the generator: "blocks" or "input"
+    use_minibatch_stddev: bool = True  # the critic sees each group's variety (Karras, sec. 3)
+    mbstd_group_size: int = 4         # samples per minibatch-stddev group (Karras: 4)
+    q_units: int = 128                # the Q head's hidden layer (Chen et al. 2016: 128)
+
+    def __post_init__(self):
+        check_network_config(self)
+
+    @property
+    def resolutions(self) -> tuple[int, ...]:
+        """Every block's resolution, 4 first."""
+        steps = int(math.log2(self.final_resolution // START_RESOLUTION))
+        return tuple(START_RESOLUTION * 2**step for step in range(steps + 1))
+
+    def filters_at(self, resolution: int) -> int:
+        """Feature maps of the block at ``resolution``.
+
+        Karras's ``nf(log2(R) - 1)`` = min(fmap_base / (R / 2), fmap_max): with the defaults
+        this is the 512, ..., 512, 256, 128, 64, 32 of their table 2, not fmap_base / R,
+        which would halve every width from 64x64 on.
+        """
+        return max(1, min(2 * self.fmap_base // resolution, self.fmap_max))
+
+
+def check_network_config(config: NetworkConfig) -> None:
+    """Raise ValueError naming the first thing wrong with ``config``."""
+    final = config.final_resolution
+    if not isinstance(final, int) or final < START_RESOLUTION or final & (final - 1):
+        raise ValueError(f"NetworkConfig.final_resolution must be a power of two >= 4, "
+                         f"got {final}")
+    for name in ("latent_size", "num_classes", "continuous_codes", "fmap_base", "fmap_max",
+                 "mbstd_group_size", "q_units"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"NetworkConfig.{name} must be positive, got "
+                             f"{getattr(config, name)}")
+    if config.clinical_codes < 0:
+        raise ValueError(f"NetworkConfig.clinical_codes must be >= 0, "
+                         f"got {config.clinical_codes}")
+    if config.code_split not in CODE_SPLITS:
+        raise ValueError(f"NetworkConfig.code_split must be one of {CODE_SPLITS}, "
+                         f"got {config.code_split!r}")
 
 CONFIG_VERSION = 1
 STRATEGIES = ("auto", "mirrored", "one_device", "default")  # single-machine strategies

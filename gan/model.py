@@ -30,6 +30,7 @@ from keras import ops
 from dermnet.compat import merge_call
 from gan.clinical import ClinicalTable
 from gan.codes import make_code_batch
+from gan.config import NetworkConfig
 from gan.losses import (
     categorical_information_loss,
     clinical_information_loss,
@@ -38,7 +39,7 @@ from gan.losses import (
     generator_loss,
     gradient_penalty,
 )
-from gan.networks import NetworkConfig, ProgressiveDiscriminator, ProgressiveGenerator
+from gan.networks import ProgressiveDiscriminator, ProgressiveGenerator
 from gan.schedule import GrowthSchedule, schedule_at
 
 LABEL_METRIC = "real_class_loss"  # Q's cross-entropy on labelled real images

@@ -1,6 +1,6 @@
 """The progressive InfoGAN's generator and discriminator (Karras et al. 2018; Chen et al. 2016).
 
-    NetworkConfig              sizes: final resolution, latent and code sizes, feature maps
+    NetworkConfig              sizes (gan.config): final resolution, latent and code sizes
     ProgressiveGenerator       blocks 4x4 .. final, one to-RGB per resolution
     ProgressiveDiscriminator   one from-RGB per resolution, blocks final .. 4x4, then the
                                WGAN critic head and the InfoGAN Q head on a shared trunk
@@ -37,13 +37,13 @@ networks build under every Keras 3 backend; its two extra layers are registered.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import keras
 import numpy as np
 from keras import ops
 
 from gan.codes import make_code_batch, prepare_real_images, square_crop_or_pad
+from gan.config import START_RESOLUTION, NetworkConfig
 from gan.layers import (
     HE_GAIN,
     EqualizedConv2D,
@@ -56,61 +56,7 @@ __all__ = ["CodeModulation", "FadeIn", "code_gain", "NetworkConfig", "Progressiv
            "ProgressiveGenerator", "compute_code_parts", "count_parameters", "make_code_batch",
            "prepare_real_images", "square_crop_or_pad"]
 
-START_RESOLUTION = 4  # the first block's side; every network starts from 4x4
 SLOPE = 0.2           # LeakyReLU slope throughout (Karras et al.)
-CODE_SPLITS = ("blocks", "input")
-
-
-@dataclass(frozen=True)
-class NetworkConfig:
-    final_resolution: int = 512       # side of the last block's images (paper: 512, 8 blocks)
-    latent_size: int = 128            # noise dimensions (the incompressible part of z)
-    num_classes: int = 7              # categorical code: one-hot over the 7 lesion types
-    continuous_codes: int = 4         # continuous codes, U(-1, 1), split over the blocks
-    clinical_codes: int = 0           # 0: none; else the size of the caller's clinical vector
-    fmap_base: int = 8192             # feature maps: min(2 * fmap_base / R, fmap_max)
-    fmap_max: int = 512               # (Karras: 8192 and 512, i.e. 512 up to 32x32, 32 at 512)
-    code_split: str = "blocks"        # how codes enter the generator: "blocks" or "input"
-    use_minibatch_stddev: bool = True  # the critic sees each group's variety (Karras, sec. 3)
-    mbstd_group_size: int = 4         # samples per minibatch-stddev group (Karras: 4)
-    q_units: int = 128                # the Q head's hidden layer (Chen et al. 2016: 128)
-
-    def __post_init__(self):
-        check_network_config(self)
-
-    @property
-    def resolutions(self) -> tuple[int, ...]:
-        """Every block's resolution, 4 first."""
-        steps = int(math.log2(self.final_resolution // START_RESOLUTION))
-        return tuple(START_RESOLUTION * 2**step for step in range(steps + 1))
-
-    def filters_at(self, resolution: int) -> int:
-        """Feature maps of the block at ``resolution``.
-
-        Karras's ``nf(log2(R) - 1)`` = min(fmap_base / (R / 2), fmap_max): with the defaults
-        this is the 512, ..., 512, 256, 128, 64, 32 of their table 2, not fmap_base / R,
-        which would halve every width from 64x64 on.
-        """
-        return max(1, min(2 * self.fmap_base // resolution, self.fmap_max))
-
-
-def check_network_config(config: NetworkConfig) -> None:
-    """Raise ValueError naming the first thing wrong with ``config``."""
-    final = config.final_resolution
-    if not isinstance(final, int) or final < START_RESOLUTION or final & (final - 1):
-        raise ValueError(f"NetworkConfig.final_resolution must be a power of two >= 4, "
-                         f"got {final}")
-    for name in ("latent_size", "num_classes", "continuous_codes", "fmap_base", "fmap_max",
-                 "mbstd_group_size", "q_units"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"NetworkConfig.{name} must be positive, got "
-                             f"{getattr(config, name)}")
-    if config.clinical_codes < 0:
-        raise ValueError(f"NetworkConfig.clinical_codes must be >= 0, "
-                         f"got {config.clinical_codes}")
-    if config.code_split not in CODE_SPLITS:
-        raise ValueError(f"NetworkConfig.code_split must be one of {CODE_SPLITS}, "
-                         f"got {config.code_split!r}")
 
 
 def compute_code_parts(config: NetworkConfig) -> dict[int, tuple[int, int]]:

@@ -205,7 +205,13 @@ def save_manifest(path: Path, rows: list[dict]) -> None:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    """``python -m preprocess crop ARGS``: parse ``argv`` and run."""
+    parser = argparse.ArgumentParser(prog="python -m preprocess crop", **PARSER_TEXT)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
     progress = make_progress(sys.stdout, args.progress_every)
     try:
         summary = crop_folder(args.src, args.dst, workers=args.workers,
@@ -218,16 +224,18 @@ def main(argv=None) -> int:
     return 0
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="python -m preprocess crop",
-        description="Crop every photograph under SRC to its skin region (k-means, K=2, on hue) "
-                    "and write it under the same relative path in DST, with a CSV manifest of "
-                    f"the boxes (DST/{MANIFEST_NAME}).",
-        epilog="Exit status: 0 when every readable image was cropped (or kept whole when no "
-               "skin was found), even if some files were unreadable: they are listed in the "
-               "manifest (status 'unreadable') and in the summary. 1 when SRC is missing or "
-               "equals DST.")
+PARSER_TEXT = dict(  # the crop command's description and epilog (python -m preprocess crop)
+    description="Crop every photograph under SRC to its skin region (k-means, K=2, on hue) "
+                "and write it under the same relative path in DST, with a CSV manifest of "
+                f"the boxes (DST/{MANIFEST_NAME}).",
+    epilog="Exit status: 0 when every readable image was cropped (or kept whole when no "
+           "skin was found), even if some files were unreadable: they are listed in the "
+           "manifest (status 'unreadable') and in the summary. 1 when SRC is missing or "
+           "equals DST.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.set_defaults(run=run)
     parser.add_argument("src", type=Path, help="folder of photographs (searched recursively)")
     parser.add_argument("dst", type=Path, help="folder for the crops (created)")
     parser.add_argument("--workers", type=positive_int, default=1,
@@ -239,7 +247,6 @@ def parse_args(argv):
     parser.add_argument("--progress-every", type=positive_int, default=100, metavar="N",
                         help="print a progress line every N images when output is not a "
                              "terminal (a terminal gets a live counter)")
-    return parser.parse_args(argv)
 
 
 def positive_int(text: str) -> int:

@@ -17,10 +17,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 
-from preprocess import skin_filter, skin_filter_data
+from preprocess import skin_filter_data
+from preprocess.skin_filter_config import TrainingConfig
+
+if TYPE_CHECKING:  # Keras loads only when a command runs: --help answers at once
+    from preprocess import skin_filter
 
 PROG = "python -m preprocess filter"
 DEMO_CHUNK = 256  # images generated at a time, so a large demo set needs little memory
@@ -34,24 +39,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # argparse exits with 2 on usage errors, 0 after --help
         return int(stop.code or 0)
-    if getattr(args, "dry_run", False) and not args.move_to:
-        parser.print_usage(sys.stderr)
-        print(f"{PROG}: error: --dry-run needs --move-to", file=sys.stderr)
-        return 2
-    return args.run(args)
+    try:
+        return args.run(args)
+    except SystemExit as stop:  # a usage error found after parsing (--dry-run alone)
+        return int(stop.code or 0)
+
+
+DESCRIPTION = "Find non-skin photographs."
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Find non-skin photographs.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    add_train_parser(commands)
-    add_apply_parser(commands)
-    add_demo_parser(commands)
+    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
+    add_arguments(parser)
     return parser
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The filter's commands (train, apply, make-demo-data) under ``parser``."""
+    commands = parser.add_subparsers(dest="filter_command", required=True)
+    add_train_parser(commands)
+    add_apply_parser(commands)
+    add_demo_parser(commands)
+
+
 def add_train_parser(commands) -> None:
-    defaults = skin_filter.TrainingConfig()
+    defaults = TrainingConfig()
     train = commands.add_parser("train", help="train the filter on skin/ and non_skin/ folders")
     train.add_argument("data_dir", type=Path, help="folder holding skin/ and non_skin/")
     train.add_argument("--out", type=Path, required=True, help="folder for the saved filter")
@@ -76,7 +88,7 @@ def add_apply_parser(commands) -> None:
     apply.add_argument("--threshold", type=probability,
                        help="skin if P(skin) >= T (default: the saved threshold)")
     apply.add_argument("--batch-size", type=positive_int, default=32)
-    apply.set_defaults(run=run_apply)
+    apply.set_defaults(run=run_apply, parser=apply)
 
 
 def add_demo_parser(commands) -> None:
@@ -118,9 +130,11 @@ def fail(message: str) -> int:
 # ---- train ------------------------------------------------------------------------------
 
 def run_train(args: argparse.Namespace) -> int:
+    from preprocess import skin_filter
+
     if not args.data_dir.is_dir():
         return fail(f"{args.data_dir} is not a folder")
-    config = skin_filter.TrainingConfig(
+    config = TrainingConfig(
         image_size=(args.image_size, args.image_size), epochs=args.epochs,
         batch_size=args.batch_size, patience=args.patience, seed=args.seed)
     try:
@@ -143,6 +157,10 @@ def run_train(args: argparse.Namespace) -> int:
 # ---- apply ------------------------------------------------------------------------------
 
 def run_apply(args: argparse.Namespace) -> int:
+    from preprocess import skin_filter
+
+    if args.dry_run and not args.move_to:
+        args.parser.error("--dry-run needs --move-to")
     if not args.src_dir.is_dir():
         return fail(f"{args.src_dir} is not a folder")
     try:
@@ -168,6 +186,8 @@ def show_progress(done: int, total: int) -> None:
 
 
 def write_report(scores: list[skin_filter.Score], args: argparse.Namespace) -> None:
+    from preprocess import skin_filter
+
     if args.report is None:
         skin_filter.write_report(scores, args.src_dir, sys.stdout)
         return
@@ -177,6 +197,8 @@ def write_report(scores: list[skin_filter.Score], args: argparse.Namespace) -> N
 
 
 def print_summary(scores: list[skin_filter.Score], moved: dict, dry_run: bool) -> None:
+    from preprocess import skin_filter
+
     counts = {name: 0 for name in (*skin_filter.CLASS_NAMES, skin_filter.UNREADABLE)}
     for score in scores:
         counts[score.decision] += 1

@@ -35,6 +35,8 @@ import cv2
 import keras
 import numpy as np
 
+from preprocess.skin_filter_config import TrainingConfig
+
 CLASS_NAMES = ("non_skin", "skin")  # label index = position; the model outputs P(skin)
 MODEL_FILENAME = "skin_filter.keras"
 METADATA_FILENAME = "skin_filter.json"
@@ -43,20 +45,6 @@ DEFAULT_THRESHOLD = 0.5
 UNREADABLE = "unreadable"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 REPORT_COLUMNS = ("file", "skin_probability", "decision")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainingConfig:
-    """How the filter is trained; saved in skin_filter.json next to the model."""
-
-    image_size: tuple[int, int] = (128, 128)  # (height, width) of the model input
-    epochs: int = 30                # upper bound; early stopping usually ends sooner
-    batch_size: int = 32
-    validation_fraction: float = 0.2  # of each class, held out with a fixed seed
-    patience: int = 5               # epochs without a better validation loss before stopping
-    learning_rate: float = 1e-3     # Adam; a small network from scratch tolerates a large step
-    seed: int = 0
-    widths: tuple[int, ...] = (16, 32, 64, 128)  # channels of the conv blocks
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from dermnet.data.augment import AugmentConfig, augment_batch
+from dermnet.data.augment import augment_batch
+from dermnet.data.augment_config import AugmentConfig
 from dermnet.data.vocabulary import CLASSES
 
 # libjpeg can decode straight to 1/2, 1/4 or 1/8 scale, far faster than full decode + resize.

@@ -19,22 +19,30 @@ SUBCOMMANDS = ("compare", "readers")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse and run: ``compare`` and ``readers`` are sub-commands; anything else is the
+    default command, one run's evaluation (``evaluate.py RUN_DIR``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "readers":
-        from dermnet.evaluation import reader_cli
-
-        return reader_cli.main(argv[1:])
-    if argv and argv[0] == "compare":
-        return _compare(make_compare_parser().parse_args(argv[1:]))
-    parser = make_parser()
+    parser = make_subcommand_parser() if argv and argv[0] in SUBCOMMANDS else make_parser()
     args = parser.parse_args(argv)
-    if args.external is not None:
-        return _evaluate_external(args, parser)
-    return _evaluate(args)
+    return args.run(args)
+
+
+def make_subcommand_parser() -> argparse.ArgumentParser:
+    from dermnet.evaluation import reader_cli
+
+    parser = argparse.ArgumentParser(prog="evaluate.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_compare_arguments(commands.add_parser("compare", help=COMPARE_HELP,
+                                              description=COMPARE_HELP))
+    reader_cli.add_arguments(commands.add_parser(
+        "readers", help="human readers beside the model", description=reader_cli.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter))
+    return parser
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from dermnet.evaluation.predictions import MAX_TTA, SPLITS
+    from dermnet.evaluation.options import MAX_TTA, SPLITS
 
     parser = argparse.ArgumentParser(
         prog="evaluate.py", description=__doc__,
@@ -73,19 +81,26 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lesion-focus-limit", type=int, metavar="N",
                         help="measure the lesion focus on N images drawn from the split, for "
                              "speed (default: all)")
+    parser.set_defaults(run=_evaluate_any, parser=parser)
     return parser
 
 
-def make_compare_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="evaluate.py compare",
-        description="Evaluated runs side by side (the paper's Tables 2 and 3) with its tests.")
+COMPARE_HELP = "Evaluated runs side by side (the paper's Tables 2 and 3) with its tests."
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.set_defaults(run=_compare)
     parser.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
                         help="run directories already evaluated with evaluate.py RUN_DIR")
     parser.add_argument("--by", default="backbone,resolution,clinical",
                         help="factors defining a configuration (default: all three)")
     parser.add_argument("--out", type=Path, required=True, help="report folder")
-    return parser
+
+
+def _evaluate_any(args: argparse.Namespace) -> int:
+    if args.external is not None:
+        return _evaluate_external(args, args.parser)
+    return _evaluate(args)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -14,18 +14,26 @@ import argparse
 import sys
 from pathlib import Path
 
-from dermnet.evaluation.reader_report import format_markdown, save_reader_report
-from dermnet.evaluation.reader_study import (
-    ReaderStudyError,
-    compute_reader_study,
-    load_reader_study,
-)
-
 PREDICTIONS_FILENAME = "predictions.csv"  # written into a run directory by evaluate.py
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    """``evaluate.py readers ARGS``: parse ``argv`` and run."""
+    parser = argparse.ArgumentParser(prog="evaluate.py readers", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported once the arguments are good (scipy takes seconds): --help answers at once.
+    from dermnet.evaluation.reader_report import format_markdown, save_reader_report
+    from dermnet.evaluation.reader_study import (
+        ReaderStudyError,
+        compute_reader_study,
+        load_reader_study,
+    )
+
     model_csv = args.model_predictions
     if args.model_run is not None:
         model_csv = args.model_run / PREDICTIONS_FILENAME
@@ -48,9 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="evaluate.py readers", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.set_defaults(run=run)
     parser.add_argument("answers_csv", type=Path,
                         help="readers' answers: reader_id,image_id,diagnosis[,assisted][,seconds]")
     parser.add_argument("--truth", type=Path, required=True,
@@ -69,7 +76,6 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resamples", type=_positive_int, default=2000,
                         help="bootstrap resamples of the pooled intervals (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    return parser
 
 
 def _positive_float(text: str) -> float:

@@ -150,8 +150,8 @@ def _run_grid(args: argparse.Namespace) -> int:
             print(f"[{index}/{len(entries)}] done already: {entry.out}")
             continue
         print(f"[{index}/{len(entries)}] {entry.command(preset, extra)}", flush=True)
-        command = [sys.executable, str(Path(__file__).resolve().parents[2] / "train.py"),
-                   *entry.arguments(preset, extra)]
+        # This interpreter's own package, wherever it is installed: no path to a script.
+        command = [sys.executable, "-m", "dermnet.training", *entry.arguments(preset, extra)]
         failures += subprocess.run(command).returncode != 0
     print(f"grid {args.grid}: {len(entries) - failures} of {len(entries)} runs finished")
     return 1 if failures else 0

@@ -1,8 +1,8 @@
 """Grids of runs: the first study's 8 backbones x 2 resolutions x clinical on/off x 5 folds.
 
-Each grid entry is an independent ``train.py`` command with its own run directory, so the
-list can run in sequence, in parallel, or go to a cluster scheduler; each entry resumes when
-interrupted and is skipped once finished.
+Each grid entry is an independent ``dermnet-train`` command (``python train.py`` in a
+checkout) with its own run directory, so the list can run in sequence, in parallel, or go to
+a cluster scheduler; each entry resumes when interrupted and is skipped once finished.
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ class GridEntry:
     out: Path                # the entry's run directory
 
     def arguments(self, preset: str, extra: tuple[str, ...] = ()) -> list[str]:
-        """train.py arguments of this entry."""
+        """dermnet-train arguments of this entry."""
         return ["--preset", preset, "--backbone", self.backbone, "--resolution",
                 self.resolution, "--clinical" if self.clinical else "--no-clinical",
                 "--fold", str(self.fold), "--out", str(self.out), *extra]
 
-    def command(self, preset: str, extra: tuple[str, ...] = (), python: str = "python") -> str:
-        return shlex.join([python, "train.py", *self.arguments(preset, extra)])
+    def command(self, preset: str, extra: tuple[str, ...] = ()) -> str:
+        """The entry as one shell command (the installed ``dermnet-train``)."""
+        return shlex.join(["dermnet-train", *self.arguments(preset, extra)])
 
 
 def make_grid(name: str, out_root: str | Path, folds: int = 5) -> list[GridEntry]:

@@ -6,7 +6,6 @@ import pytest
 import tensorflow as tf
 
 from dermnet.data.augment import (
-    AugmentConfig,
     augment_batch,
     colour_matrices,
     compute_transforms,
@@ -15,6 +14,7 @@ from dermnet.data.augment import (
     transform_images,
     transform_images_v3,
 )
+from dermnet.data.augment_config import AugmentConfig
 
 SEED = tf.constant([3, 4], tf.int64)
 

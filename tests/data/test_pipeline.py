@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
-from dermnet.data.augment import AugmentConfig
+from dermnet.data.augment_config import AugmentConfig
 from dermnet.data.pipeline import (
     PipelineConfig,
     build_dataset,

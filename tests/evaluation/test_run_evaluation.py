@@ -189,7 +189,8 @@ def _run_main(main, arguments):
 
 
 def test_tta_transforms_match_numpy_flips_and_rotate_about_the_centre():
-    from dermnet.evaluation.predictions import TTA_TRANSFORMS, transform_images
+    from dermnet.evaluation.options import TTA_TRANSFORMS
+    from dermnet.evaluation.predictions import transform_images
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (2, 9, 13, 3), dtype=np.uint8)

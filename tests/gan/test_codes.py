@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from gan.codes import make_code_batch, make_one_hot, prepare_real_images, square_crop_or_pad
-from gan.networks import NetworkConfig
+from gan.config import NetworkConfig
 
 CONFIG = NetworkConfig(final_resolution=16, latent_size=8, continuous_codes=3, clinical_codes=2)
 

@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 
 from gan.clinical import CLINICAL_CODES, make_clinical_table
-from gan.config import make_gan_config
+from gan.config import NetworkConfig, make_gan_config
 from gan.model import (
     METRICS,
     GanNetworks,
@@ -30,7 +30,6 @@ from gan.model import (
     make_grid_codes,
     update_average,
 )
-from gan.networks import NetworkConfig
 from gan.schedule import compute_learning_rate, smoke_schedule
 from gan.train import compile_stage_model
 

@@ -23,7 +23,7 @@ def test_print_commands_lists_every_entry(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 160
     first = shlex.split(lines[0])
-    assert first[:2] == ["python", "train.py"]
+    assert first[0] == "dermnet-train"
     assert first[first.index("--preset") + 1] == "paper"
     assert {"--clinical", "--no-clinical"} & set(first)
     assert sum("--backbone efficientnetb5" in line for line in lines) == 20
