@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dermnet.data.augment_config import AugmentConfig
-from dermnet.runs.tasks import TASKS
+from dermnet.runs.tasks import DEFAULT_TASK, TASKS
 
 CONFIG_VERSION = 1
 
@@ -57,7 +57,7 @@ COLOUR_CONSTANCY = ("none", "shades_of_gray")  # dermnet.models.colour
 class DataConfig:
     # "ham10000": 7 dermoscopic classes, one softmax (study 1); "clinical-photos": clinical
     # photographs of 5 diseases, one sigmoid per binary task (study 2).
-    task: str = "ham10000"
+    task: str = DEFAULT_TASK
     data_dir: str = ""                   # dataset folder; "" = the task's phantom dataset
     phantom_images: int = 1000           # size of the phantom dataset generated when data_dir=""
     phantom_patients: int = 300          # clinical photos: patients of the phantom dataset

@@ -16,7 +16,7 @@ Randomness is stateless: the codes and the gradient penalty's interpolation weig
 step derive from (seed, images seen), so a resumed run repeats an uninterrupted one. Under
 ``tf.distribute`` every replica draws the codes of the whole global batch and keeps its own
 rows, so N replicas train on exactly the samples one replica would, and each replica's mean
-loss is divided by N before the gradients are summed (DESIGN.md section 5).
+loss is divided by N before the gradients are summed (docs/gan.md).
 TensorFlow-specific (``tf.GradientTape``, ``tf.distribute``, stateless random ops).
 """
 

@@ -8,10 +8,10 @@ import importlib
 import json
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
@@ -40,8 +40,8 @@ try:
 except SystemExit as stop:
     code = stop.code
 print(json.dumps({"code": code or 0, "modules": sorted(
-    name for name in sys.modules if name.split(".")[0] in %r)}), file=sys.stderr)
-""" % (HEAVY,)
+    name for name in sys.modules if name.split(".")[0] in HEAVY)}), file=sys.stderr)
+""".replace("HEAVY", repr(HEAVY))
 
 
 def test_every_console_script_names_a_function_of_dermnet_commands():

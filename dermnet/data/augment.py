@@ -3,7 +3,7 @@
 Owns `AugmentConfig` (what to randomise and by how much, with a `paper()` preset) and
 `augment_batch`, which the input pipeline maps over whole batches. Augmentation lives in the
 input pipeline, not in the model: geometric augmentation layers disable XLA and would be
-saved with the model (DESIGN.md, section 5).
+saved with the model (docs/design.md).
 
 Geometry: rotation, zoom, shear, translation and both flips are composed into ONE affine map
 per image, written in the 8-parameter projective form of `ImageProjectiveTransformV3`, and

@@ -12,22 +12,26 @@ holds a README.txt saying so. OpenCV, numpy and pandas only; no TensorFlow.
 
 from __future__ import annotations
 
-import ctypes
 import math
 import multiprocessing
-import os
 import pathlib
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 
-import cv2
 import numpy as np
 import pandas as pd
 
 from dermnet.data import phantom_draw
 from dermnet.data.phantom_draw import Signature
+from dermnet.data.phantom_io import (
+    available_cpus,
+    check_seed,
+    check_size,
+    set_up_worker,
+    write_jpeg,
+)
 from dermnet.data.staging import check_new_folder, staged_folder
 from dermnet.data.vocabulary import (
     CLASSES,
@@ -46,7 +50,6 @@ IMAGE_ID_START = 9_000_000   # the release uses ISIC_0024306 .. ISIC_0034320
 LESION_ID_START = 9_000_000  # the release uses HAM_0000000 .. HAM_0007687
 MAX_IMAGES = 1_000_000       # keeps every id at seven digits
 COLUMNS = REQUIRED_COLUMNS + ("dataset",)
-JPEG_QUALITY = 90
 POOL_MIN_IMAGES = 200  # below this, starting worker processes costs more than it saves
 MIN_SIDE = 16          # smallest image height or width
 # Independent random streams of one seed: the plan, each lesion, each view (image).
@@ -240,7 +243,7 @@ def make_class_lesions(rng, dx: str, num_images: int, min_lesions: int) -> pd.Da
 
 def make_metadata(num_images: int, seed: int = 0, balanced: bool = False) -> pd.DataFrame:
     """The rows of a phantom HAM10000_metadata.csv (pure: no images), grouped by lesion."""
-    rng = np.random.default_rng([_check_seed(seed), PLAN_STREAM])
+    rng = np.random.default_rng([check_seed(seed), PLAN_STREAM])
     counts = compute_class_counts(num_images, balanced)
     min_lesions = min(2, num_images // len(CLASSES))
     lesions = pd.concat([make_class_lesions(rng, dx, count, min_lesions)
@@ -259,7 +262,7 @@ def render_lesion(rng, dx: str, image_size: tuple[int, int] = (450, 600)) -> np.
     """One image (uint8 RGB, `image_size` = (height, width)) of a new lesion of class `dx`."""
     if dx not in SIGNATURES:
         raise ValueError(f"unknown class {dx!r}; expected one of {CLASSES}")
-    side = phantom_draw.compute_canvas_side(_check_size(image_size))
+    side = phantom_draw.compute_canvas_side(check_size(image_size, MIN_SIDE))
     lesion = phantom_draw.make_lesion(rng, SIGNATURES[dx], side)
     return phantom_draw.render_view(rng, lesion, image_size)
 
@@ -290,7 +293,7 @@ def write_phantom(out_dir, num_images: int, seed: int = 0,
     """
     out_dir = pathlib.Path(out_dir)
     _check_target(out_dir)
-    image_size = _check_size(image_size)
+    image_size = check_size(image_size, MIN_SIDE)
     metadata = make_metadata(num_images, seed, balanced)
     with staged_folder(out_dir) as staging:
         for folder in IMAGE_FOLDERS[:2]:
@@ -339,11 +342,7 @@ def _write_lesion(task) -> int:
     seed, dx, lesion_offset, image_offsets, paths, image_size = task
     for pixels, path in zip(render_images(seed, dx, lesion_offset, image_offsets, image_size),
                             paths):
-        ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR),
-                                   [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        if not ok:
-            raise RuntimeError(f"OpenCV could not encode {path}")
-        pathlib.Path(path).write_bytes(encoded.tobytes())
+        write_jpeg(path, pixels)
     return len(paths)
 
 
@@ -357,7 +356,7 @@ def _write_images(tasks, progress) -> None:
         if progress:
             progress(done, total)
 
-    workers = min(_available_cpus(), math.ceil(total / POOL_MIN_IMAGES))
+    workers = min(available_cpus(), math.ceil(total / POOL_MIN_IMAGES))
     remaining = _write_in_workers(tasks, workers, report) if workers > 1 else tasks
     for task in remaining:
         report(_write_lesion(task))
@@ -369,7 +368,7 @@ def _write_in_workers(tasks, workers, report) -> list:
     # spawn, not fork: a forked child inherits the parent's threads (OpenCV's pool, maybe
     # TensorFlow's) in a broken state. Output does not depend on which worker draws what.
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_set_up_worker)
+                               initializer=set_up_worker)
     pending = {}
     try:
         pending = {pool.submit(_write_batch, batch): batch for batch in batches}
@@ -391,23 +390,8 @@ def _write_batch(tasks) -> int:
     return sum(_write_lesion(task) for task in tasks)
 
 
-def _set_up_worker() -> None:
-    """One OpenCV thread per worker (there is one worker per core already), and, with glibc,
-    keep freed memory for reuse: each image allocates and frees megabytes, which glibc
-    otherwise hands back to the OS and faults in again, a third of the CPU time."""
-    cv2.setNumThreads(1)
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return  # not glibc: slower, same output
-    libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-    libc.mallopt(-3, 1 << 25)  # M_MMAP_THRESHOLD, its largest value
 
 
-def _available_cpus() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _sample(rng, values, counts, size):
@@ -425,15 +409,4 @@ def _check_count(num_images) -> None:
         raise ValueError(f"num_images must be between 1 and {MAX_IMAGES}, got {num_images}")
 
 
-def _check_seed(seed) -> int:
-    if int(seed) != seed or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return int(seed)
 
-
-def _check_size(image_size) -> tuple[int, int]:
-    height, width = (int(side) for side in image_size)
-    if min(height, width) < MIN_SIDE:
-        raise ValueError(f"image_size is (height, width), each at least {MIN_SIDE}; "
-                         f"got {tuple(image_size)}")
-    return height, width

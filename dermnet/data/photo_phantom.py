@@ -21,14 +21,19 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-import cv2
 import numpy as np
 import pandas as pd
 
 from dermnet.data import photo_phantom_draw
 from dermnet.data.clinical_photos import MANIFEST_FILENAME, PHOTO_DIAGNOSES
-from dermnet.data.phantom import _available_cpus, _set_up_worker  # shared worker set-up
 from dermnet.data.phantom_draw import DARK_SKIN, LIGHT_SKIN, MEDIUM_SKIN
+from dermnet.data.phantom_io import (
+    available_cpus,
+    check_seed,
+    check_size,
+    set_up_worker,
+    write_jpeg,
+)
 from dermnet.data.photo_phantom_draw import Look
 from dermnet.data.staging import check_new_folder, staged_folder
 
@@ -40,7 +45,6 @@ COLUMNS = ("image", "patient_id", "diagnosis", *BOX_COLUMNS)
 # Patients per diagnosis in the study (Table 1 of the paper): the default class shares.
 PATIENT_COUNTS = {"psoriasis": 790, "eczema": 870, "acne": 131, "rosacea": 394, "ctcl": 157}
 MAX_PATIENTS = 100_000  # keeps ids at five digits
-JPEG_QUALITY = 90
 POOL_MIN_PHOTOS = 200  # below this, starting worker processes costs more than it saves
 MIN_SIDE = 32  # smallest image height or width
 # Independent random streams of one seed: the plan, each patient's look, each photo.
@@ -145,7 +149,7 @@ def make_photo_plan(num_patients: int, photos_per_patient=(1, 4), seed: int = 0,
     if not 1 <= low <= high:
         raise ValueError(f"photos_per_patient is (fewest, most) with 1 <= fewest <= most, "
                          f"got {tuple(photos_per_patient)}")
-    rng = np.random.default_rng([_check_seed(seed), PLAN_STREAM])
+    rng = np.random.default_rng([check_seed(seed), PLAN_STREAM])
     counts = compute_patient_counts(num_patients, balanced)
     diagnoses = np.repeat(list(counts), list(counts.values()))[rng.permutation(num_patients)]
     photos = rng.integers(low, high + 1, num_patients)
@@ -181,7 +185,7 @@ def write_photo_phantom(out_dir, num_patients: int, photos_per_patient=(1, 4), s
     """
     out_dir = pathlib.Path(out_dir)
     check_new_folder(out_dir, "a phantom dataset")
-    image_size = _check_size(image_size)
+    image_size = check_size(image_size, MIN_SIDE)
     plan = make_photo_plan(num_patients, photos_per_patient, seed, balanced)
     with staged_folder(out_dir) as staging:
         (staging / "images").mkdir()
@@ -231,11 +235,7 @@ def _write_patient(task) -> list[tuple[int, tuple]]:
     boxes = []
     rendered = render_patient_photos(seed, patient, diagnosis, photos, image_size)
     for photo, path, (pixels, box) in zip(photos, paths, rendered):
-        ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR),
-                                   [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        if not ok:
-            raise RuntimeError(f"OpenCV could not encode {path}")
-        pathlib.Path(path).write_bytes(encoded.tobytes())
+        write_jpeg(path, pixels)
         boxes.append((photo, box))
     return boxes
 
@@ -249,7 +249,7 @@ def _write_photos(tasks, progress) -> list[tuple]:
     return the skin boxes in photo order."""
     total = sum(len(task[3]) for task in tasks)
     batches = [tasks[start:start + 8] for start in range(0, len(tasks), 8)]  # fewer messages
-    workers = min(_available_cpus(), math.ceil(total / POOL_MIN_PHOTOS))
+    workers = min(available_cpus(), math.ceil(total / POOL_MIN_PHOTOS))
     boxes: dict[int, tuple] = {}
     if workers > 1:
         _write_in_workers(batches, workers, boxes, total, progress)
@@ -264,7 +264,7 @@ def _write_in_workers(batches, workers: int, boxes: dict, total: int, progress) 
     # TensorFlow's) in a broken state. Output does not depend on which worker draws what.
     context = multiprocessing.get_context("spawn")
     try:
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_set_up_worker) as pool:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=set_up_worker) as pool:
             for pairs in pool.map(_write_batch, batches):
                 _collect(boxes, pairs, total, progress)
     except BrokenProcessPool:
@@ -280,15 +280,4 @@ def _collect(boxes: dict, pairs, total: int, progress) -> None:
         progress(len(boxes), total)
 
 
-def _check_seed(seed) -> int:
-    if int(seed) != seed or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return int(seed)
 
-
-def _check_size(image_size) -> tuple[int, int]:
-    height, width = (int(side) for side in image_size)
-    if min(height, width) < MIN_SIDE:
-        raise ValueError(f"image_size is (height, width), each at least {MIN_SIDE}; "
-                         f"got {tuple(image_size)}")
-    return height, width

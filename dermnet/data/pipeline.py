@@ -23,7 +23,7 @@ predictions line up with the input rows.
 Batches are `({"image": uint8 [B, H, W, 3], "clinical": float32 [B, F]}, label)`, "clinical"
 only when clinical rows are given; label is int32 [B], or float32 one-hot [B, K] when
 `one_hot`; multi-task targets (a float32 [N, T] matrix of -1, 0, 1) pass through as float32
-[B, T]. Pixels stay uint8 0-255: the models do their own preprocessing (DESIGN.md 3).
+[B, T]. Pixels stay uint8 0-255: the models do their own preprocessing.
 """
 
 import functools

@@ -26,7 +26,7 @@ import pandas as pd
 
 from dermnet.evaluation.report import to_markdown
 from dermnet.evaluation.stats import mann_whitney, mcnemar
-from dermnet.runs.tasks import get_task
+from dermnet.runs.tasks import DEFAULT_TASK, get_task
 
 FACTORS = ("backbone", "resolution", "clinical")
 TESTED = ("resolution", "clinical")  # the factors the paper tested
@@ -295,7 +295,7 @@ def _photo_runs(run_dirs) -> bool:
     for run_dir in map(Path, run_dirs):
         path = run_dir / "metrics.json"
         if path.is_file():
-            tasks.add(json.loads(path.read_text()).get("model", {}).get("task", "ham10000"))
+            tasks.add(json.loads(path.read_text()).get("model", {}).get("task", DEFAULT_TASK))
     if len(tasks) > 1:
         raise CompareError("the runs mix HAM10000 and clinical-photo runs; compare each "
                            "task's runs separately")

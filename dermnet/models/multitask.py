@@ -8,7 +8,7 @@ in ``dermnet.models.losses`` and ``dermnet.models.metrics``.
 
 Labels are [B, T] with 1 / 0 for the two diagnoses of a task and -1 where the image takes no
 part in it (an eczema image is labelled in psoriasis-vs-eczema and CTCL-vs-eczema, an acne
-image only in acne-vs-rosacea). Settings follow the original training code (DESIGN.md 1).
+image only in acne-vs-rosacea). Settings follow the original study's training code.
 """
 
 from __future__ import annotations

@@ -131,6 +131,7 @@ def _photo_out(config: Config) -> Path:
     return Path("runs") / f"photos-vgg16{config.model.variant}-{version}"
 
 
+DEFAULT_TASK = "ham10000"  # runs whose config names no task (older metrics.json files too)
 TASKS: dict[str, Task] = {task.name: task for task in (
     Task("ham10000", "seven dermoscopic classes (HAM10000), study 1",
          "dermnet.runs.ham10000", default_preset="default", multi_task=False, fine_tunes=True,

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from dermnet.config import PRESETS, Config, apply_overrides, load_config, make_config
-from dermnet.runs.tasks import TASKS, get_task
+from dermnet.runs.tasks import DEFAULT_TASK, TASKS, get_task
 
 RESOLUTION_NAMES = {"low": "224x300", "high": "450x600"}
 
@@ -26,10 +26,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="repeat a run: start from its config.json")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override any config field; repeatable")
-    parser.add_argument("--task", choices=tuple(TASKS),
-                        help="; ".join(f"{task.name}: {task.summary} (preset "
-                                       f"{task.default_preset} unless --preset is given)"
-                                       for task in TASKS.values()) + "; default ham10000")
+    parser.add_argument("--task", choices=tuple(TASKS), help=_task_help())
     parser.add_argument("--variant", choices=("p", "n", "ps", "ns"),
                         help="clinical photos: VGG16-P, -N, -PS or -NS")
     parser.add_argument("--crop-dir", help="clinical photos: the skin-cropped copy written by "
@@ -73,9 +70,14 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _task_help() -> str:
+    return "; ".join(f"{task.name}: {task.summary} (preset {task.default_preset} unless "
+                     "--preset is given)" for task in TASKS.values()) + f"; default {DEFAULT_TASK}"
+
+
 def build_config(args: argparse.Namespace) -> Config:
     """The run's config from the parsed options (see the module docstring for the order)."""
-    preset = args.preset or get_task(args.task or "ham10000").default_preset
+    preset = args.preset or get_task(args.task or DEFAULT_TASK).default_preset
     config = load_config(args.config) if args.config else make_config(preset)
     return apply_overrides(config, _shorthand_overrides(args) + list(args.set))
 

@@ -80,7 +80,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path, small_dataset):
 
 @pytest.mark.filterwarnings("error::RuntimeWarning")  # no fallback to serial
 def test_worker_pool_writes_the_same_bytes(tmp_path, monkeypatch, small_dataset):
-    monkeypatch.setattr(phantom, "_available_cpus", lambda: 2)
+    monkeypatch.setattr(phantom, "available_cpus", lambda: 2)
     monkeypatch.setattr(phantom, "POOL_MIN_IMAGES", 10)  # 30 images -> 2 spawned workers
     calls = []
     pooled = phantom.write_phantom(tmp_path / "pooled", 30, seed=4, image_size=SMALL,

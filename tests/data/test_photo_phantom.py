@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from dermnet.data import clinical_photos, photo_phantom, photo_phantom_draw, photo_splits
-from dermnet.data.__main__ import main
+from dermnet.data.cli import main
 
 SMALL = (60, 80)  # (height, width)
 
@@ -54,7 +54,7 @@ def test_same_seed_same_bytes_other_seed_other_photos(tmp_path, small_dataset):
 
 @pytest.mark.filterwarnings("error::RuntimeWarning")  # no fallback to one process
 def test_worker_processes_write_the_same_bytes(tmp_path, monkeypatch, small_dataset):
-    monkeypatch.setattr(photo_phantom, "_available_cpus", lambda: 2)
+    monkeypatch.setattr(photo_phantom, "available_cpus", lambda: 2)
     monkeypatch.setattr(photo_phantom, "POOL_MIN_PHOTOS", 10)  # 2 spawned workers
     calls = []
     pooled = photo_phantom.write_photo_phantom(

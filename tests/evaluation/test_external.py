@@ -20,7 +20,7 @@ from sklearn.metrics import (
 )
 
 from dermnet.data.vocabulary import CLASSES, ISIC_COLUMNS
-from tests.evaluation.test_run_evaluation import SMOKE, run_script
+from tests.smoke import copy_run, run_script
 
 MEL, NV, BCC, AKIEC, BKL = (CLASSES.index(name) for name in ("mel", "nv", "bcc", "akiec", "bkl"))
 
@@ -345,14 +345,10 @@ def test_a_failure_while_writing_leaves_no_partial_files(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """A clinical smoke run (train.py) and the phantom folder it trained on."""
-    cache = tmp_path_factory.mktemp("cache")
-    out = tmp_path_factory.mktemp("runs") / "smoke"
-    trained = run_script("train.py", [*SMOKE, "--clinical", "--out", str(out)], cache)
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    (phantom,) = cache.glob("phantom-*")
-    return out, phantom
+def smoke_run(tmp_path_factory, trained_smoke_run):
+    """A copy of the session's clinical smoke run, and the phantom folder it trained on."""
+    out = copy_run(trained_smoke_run.out, tmp_path_factory.mktemp("runs") / "smoke")
+    return out, trained_smoke_run.phantom
 
 
 def build_external_set(phantom, folder, classes, per_class: int, columns: tuple):

@@ -3,9 +3,6 @@ computations (sklearn, the model called directly), test-time augmentation, error
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -15,30 +12,22 @@ import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from dermnet.data.vocabulary import CLASSES, ISIC_COLUMNS
+from tests.smoke import copy_run, run_script
 
-ROOT = Path(__file__).resolve().parents[2]
-SMOKE = ["--preset", "smoke", "--deterministic", "--set", "data.phantom_images=120"]
 OUTPUTS = ("metrics.json", "predictions.csv", "per_image.csv", "per_class.md", "per_class.csv",
            "confusion_matrix.png", "roc.png")
 
 
-def run_script(script, arguments, cache_dir):
-    environment = os.environ | {"DERMNET_CACHE": str(cache_dir), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([sys.executable, str(ROOT / script), *arguments], env=environment,
-                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+@pytest.fixture(scope="module")
+def cache_dir(session_cache):
+    return session_cache
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="module")
-def evaluated_run(tmp_path_factory, cache_dir):
-    """A clinical smoke run, evaluated by the CLI with 2-fold test-time augmentation."""
-    out = tmp_path_factory.mktemp("runs") / "smoke"
-    trained = run_script("train.py", [*SMOKE, "--clinical", "--out", str(out)], cache_dir)
-    assert trained.returncode == 0, trained.stderr[-3000:]
+def evaluated_run(tmp_path_factory, trained_smoke_run, cache_dir):
+    """A copy of the session's clinical smoke run, evaluated by the CLI with 2-fold test-time
+    augmentation."""
+    out = copy_run(trained_smoke_run.out, tmp_path_factory.mktemp("runs") / "smoke")
     evaluated = run_script("evaluate.py", [str(out), "--tta", "2", "--resamples", "200"],
                            cache_dir)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]

@@ -95,7 +95,7 @@ def test_clinical_data_and_codes_must_agree(overrides, message):
 
 
 def test_clinical_flag_sets_data_and_network():
-    from gan.__main__ import build_config, make_parser
+    from gan.cli import build_config, make_parser
 
     arguments = ["train", "--preset", "smoke", "--out", "unused"]
     config = build_config(make_parser().parse_args([*arguments, "--clinical"]))
@@ -329,7 +329,7 @@ def test_saved_generator_reloads_and_draws_images(smoke_run):
 
 
 def test_finished_run_is_not_overwritten(smoke_run, capsys):
-    from gan.__main__ import main
+    from gan.cli import main
 
     out = smoke_run[0]
     before = (out / "generator.keras").stat().st_mtime_ns
@@ -339,7 +339,7 @@ def test_finished_run_is_not_overwritten(smoke_run, capsys):
 
 
 def test_unknown_preset_and_key_are_clear_errors(tmp_path, capsys):
-    from gan.__main__ import main
+    from gan.cli import main
 
     assert main(["train", "--preset", "smoke", "--set", "training.gp=1", "--out",
                  str(tmp_path)]) == 1

@@ -17,6 +17,7 @@ import pytest
 from dermnet.data.vocabulary import CLASS_NAMES, CLASSES
 from dermnet.inference.cli import main, make_gradcam_paths
 from dermnet.inference.predict import load_predictor, make_clinical_rows
+from tests.smoke import copy_run
 
 ROOT = Path(__file__).resolve().parents[2]
 CLINICAL = ["--age", "45", "--sex", "female", "--site", "back"]
@@ -192,14 +193,9 @@ def test_bad_option_values_are_usage_errors(capsys, image_run, images, arguments
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """A clinical smoke run of train.py (about a minute on 2 cores)."""
-    out = tmp_path_factory.mktemp("runs") / "smoke"
-    result = run_script("train.py", "--preset", "smoke", "--deterministic", "--clinical",
-                        "--set", "data.phantom_images=80", "--out", out,
-                        cache=tmp_path_factory.mktemp("cache"))
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    return out
+def smoke_run(tmp_path_factory, trained_smoke_run):
+    """A copy of the session's clinical smoke run."""
+    return copy_run(trained_smoke_run.out, tmp_path_factory.mktemp("runs") / "smoke")
 
 
 def run_script(script: str, *arguments, cache=None):

@@ -17,7 +17,7 @@ EXPECTED = {
     "vgg16": 512, "vgg19": 512, "efficientnetb5": 2048, "mobilenet": 1024,
 }
 
-# Published parameter counts with the 1000-class ImageNet top (DESIGN.md section 5).
+# Published parameter counts with the 1000-class ImageNet top (Keras Applications, timm).
 def resnet18_parameters(width: int, stem_kernel: int = 7, classes: int = 1000) -> int:
     """ResNet18's parameters (torch convention: no BN moving statistics), worked out from
     its layer list for a layer1 width and stem kernel; (64, 7) is torchvision's resnet18,

@@ -15,21 +15,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SMOKE = ["--preset", "smoke", "--deterministic", "--set", "data.phantom_images=80"]
+from tests.smoke import ROOT, SMOKE, copy_run, run_script
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    """One phantom dataset for every run of this module."""
-    return tmp_path_factory.mktemp("cache")
+def cache_dir(session_cache):
+    """The session's phantom datasets, shared with the session's smoke run."""
+    return session_cache
 
 
 def run_train(arguments, cache_dir, env=None, **kwargs):
-    environment = os.environ | {"DERMNET_CACHE": str(cache_dir), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *arguments],
-                          env=environment | (env or {}), capture_output=True, text=True,
-                          timeout=900, cwd=ROOT, **kwargs)
+    return run_script("train.py", arguments, cache_dir, env=env, **kwargs)
 
 
 def load_weights(run_dir: Path) -> list[np.ndarray]:
@@ -48,11 +44,10 @@ def load_weights(run_dir: Path) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, cache_dir):
-    out = tmp_path_factory.mktemp("runs") / "smoke"
-    result = run_train([*SMOKE, "--clinical", "--out", str(out)], cache_dir)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    return out, result
+def smoke_run(tmp_path_factory, trained_smoke_run):
+    """A copy of the session's clinical smoke run, and train.py's output."""
+    out = copy_run(trained_smoke_run.out, tmp_path_factory.mktemp("runs") / "smoke")
+    return out, trained_smoke_run.result
 
 
 def test_smoke_run_writes_the_run_directory(smoke_run):
