@@ -7,7 +7,11 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
 GAN_DEMO_DIR ?= gan-demo
 # pytest selection: `make test` runs everything; `make test-fast` skips @pytest.mark.slow.
+# Tests run in one process per core (pytest-xdist), a module's tests together so that its
+# fixtures are made once; `make test PYTEST_WORKERS=0` runs them in this process.
+PYTEST_WORKERS ?= auto
 PYTEST_ARGS ?=
+PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 .PHONY: venv test test-fast lint demo gan-demo bench clean
 
@@ -21,10 +25,10 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

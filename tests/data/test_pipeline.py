@@ -131,6 +131,7 @@ def test_evaluation_keeps_row_order_and_never_augments(images):
     np.testing.assert_array_equal(np.concatenate([batch["image"] for batch in inputs]), expected)
 
 
+@pytest.mark.slow
 def test_deterministic_training_pipeline_repeats_exactly(images):
     config = PipelineConfig(image_size=SIZE, batch_size=4, deterministic=True, seed=7,
                             augment=AugmentConfig.geometric())

@@ -277,6 +277,7 @@ def with_masks(data: Path, target: Path, draw, skip: dict | None = None) -> Path
     return target
 
 
+@pytest.mark.slow
 def test_run_counts_missing_masks_and_its_csv_agrees_with_metrics_json(smoke_run, tmp_path):
     from dermnet.evaluation.run import evaluate_run
 
@@ -310,6 +311,7 @@ def test_run_counts_missing_masks_and_its_csv_agrees_with_metrics_json(smoke_run
     assert not (tmp_path / "out" / ".evaluation-partial").exists()
 
 
+@pytest.mark.slow
 def test_empty_masks_give_no_energy_inside_and_say_so(smoke_run, tmp_path):
     from dermnet.evaluation.run import evaluate_run
 
@@ -327,6 +329,7 @@ def test_empty_masks_give_no_energy_inside_and_say_so(smoke_run, tmp_path):
         "mostly OUTSIDE the lesion, no better than chance" in summary
 
 
+@pytest.mark.slow
 def test_cli_limits_the_sample_and_no_lesion_focus_removes_the_old_files(smoke_run, tmp_path):
     from dermnet.evaluation.cli import main
 
@@ -348,6 +351,7 @@ def test_cli_limits_the_sample_and_no_lesion_focus_removes_the_old_files(smoke_r
     assert main([*common, "--lesion-focus-limit", "0"]) == 1
 
 
+@pytest.mark.slow
 def test_data_without_masks_skips_with_one_notice(smoke_run, tmp_path):
     from dermnet.evaluation.run import evaluate_run
 

@@ -29,6 +29,7 @@ def tensorflow_lines(text: str) -> list[str]:
 
 # -- 7. log noise -----------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["evaluate.py", "predict.py"])
 def test_7_a_command_prints_only_its_own_lines(tmp_path, script):
     extra = [str(tmp_path / "x.jpg")] if script == "predict.py" else []
@@ -38,6 +39,7 @@ def test_7_a_command_prints_only_its_own_lines(tmp_path, script):
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+@pytest.mark.slow
 def test_7_verbose_brings_tensorflow_lines_back(tmp_path):
     quiet = run(["evaluate.py", str(tmp_path / "missing-run")])
     flag = run(["evaluate.py", str(tmp_path / "missing-run"), "--verbose"])

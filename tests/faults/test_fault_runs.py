@@ -57,6 +57,7 @@ def hold_lock(folder: Path) -> subprocess.Popen:
 
 # -- 1. two processes on one --out ------------------------------------------------------------
 
+@pytest.mark.slow
 def test_1_a_second_train_on_a_held_folder_stops_naming_the_holder(tmp_path, cache_dir):
     out = tmp_path / "run"
     holder = hold_lock(out)
@@ -71,6 +72,7 @@ def test_1_a_second_train_on_a_held_folder_stops_naming_the_holder(tmp_path, cac
     assert sorted(path.name for path in out.iterdir()) == [".lock"]  # nothing of its own
 
 
+@pytest.mark.slow
 def test_1_a_gan_run_on_a_held_folder_stops_too(tmp_path):
     out = tmp_path / "gan"
     holder = hold_lock(out)
@@ -256,6 +258,7 @@ def test_4_gradcam_on_a_full_disk_is_one_line(tmp_path, finished_run, cache_dir,
     assert not list((tmp_path / "maps").glob("*"))  # no half-written heatmap
 
 
+@pytest.mark.slow
 def test_5_gradcam_into_a_file_is_one_line(tmp_path, finished_run, cache_dir, capsys):
     (tmp_path / "a-file").write_text("keep me")
     from dermnet.inference.cli import main
@@ -346,6 +349,7 @@ def test_5_load_model_names_the_file_whatever_keras_raises(tmp_path):
 
 # -- 6. leftovers and lock-outs ---------------------------------------------------------------
 
+@pytest.mark.slow
 def test_6_a_run_refused_by_validation_leaves_no_folder(tmp_path, cache_dir):
     out = tmp_path / "run"
     result = run_train([*SMOKE, "--backbone", "nosuch", "--out", str(out)], cache_dir)
@@ -353,6 +357,7 @@ def test_6_a_run_refused_by_validation_leaves_no_folder(tmp_path, cache_dir):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_6_a_run_failing_on_its_data_leaves_no_folder(tmp_path, cache_dir):
     data = tmp_path / "data"
     (data / "images").mkdir(parents=True)

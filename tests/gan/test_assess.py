@@ -102,6 +102,7 @@ def runs(tmp_path_factory):
     return gan_run, classifier, data
 
 
+@pytest.mark.slow
 def test_assess_writes_figures_report_and_grids(runs, tmp_path):
     gan_run, classifier, data = runs
     out = tmp_path / "assessment"
@@ -126,6 +127,7 @@ def test_assess_writes_figures_report_and_grids(runs, tmp_path):
         assert (out / "grids" / f"{name}.png").is_file()
 
 
+@pytest.mark.slow
 def test_assess_refuses_missing_inputs(runs, tmp_path):
     gan_run, classifier, data = runs
     result = subprocess.run(

@@ -58,6 +58,7 @@ def test_class_plan_shares_images_equally():
         plan_classes(0, [0])
 
 
+@pytest.mark.slow
 def test_cli_writes_a_dataset_the_reader_accepts(smoke_run, tmp_path):
     out = tmp_path / "synthetic"
     result = run_cli("gan", "generate", str(smoke_run), "--num-images", "10", "--out", str(out),
@@ -86,6 +87,7 @@ def test_cli_writes_a_dataset_the_reader_accepts(smoke_run, tmp_path):
     assert "SYNTHETIC" in (out / "README.txt").read_text()
 
 
+@pytest.mark.slow
 def test_png_images_are_the_generators_output_for_the_seed(smoke_run, tmp_path):
     run = load_gan_run(smoke_run)
     out = write_synthetic_dataset(run, tmp_path / "png", 9, seed=5, image_format="png",
@@ -103,12 +105,14 @@ def test_png_images_are_the_generators_output_for_the_seed(smoke_run, tmp_path):
         assert image.read_bytes() == (again / "images" / image.name).read_bytes()
 
 
+@pytest.mark.slow
 def test_size_option_resizes(smoke_run, tmp_path):
     run = load_gan_run(smoke_run)
     out = write_synthetic_dataset(run, tmp_path / "big", 7, size=32, log=lambda line: None)
     assert load_ham10000(out).image_sizes == (((32, 32), 7),)
 
 
+@pytest.mark.slow
 def test_bad_requests_are_clear_errors_and_leave_nothing(smoke_run, tmp_path):
     taken = tmp_path / "taken"
     taken.mkdir()

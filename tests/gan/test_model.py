@@ -70,6 +70,7 @@ def one_step(request):
     return before, model, metrics
 
 
+@pytest.mark.slow
 def test_one_step_returns_finite_metrics_and_moves_both_networks(one_step):
     before, model, metrics = one_step
     assert set(metrics) == set(METRICS)
@@ -81,6 +82,7 @@ def test_one_step_returns_finite_metrics_and_moves_both_networks(one_step):
         assert sum(moved) >= len(moved) // 2, name
 
 
+@pytest.mark.slow
 def test_weight_average_after_one_step_is_the_exact_blend(one_step):
     before, model, _ = one_step
     # The average started as a copy of the generator ...
@@ -93,6 +95,7 @@ def test_weight_average_after_one_step_is_the_exact_blend(one_step):
                                    rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_real_labels_train_the_q_heads_class_outputs():
     """With (images, one-hot labels) batches, Q's class loss on the real images is tracked
     and falls as the critic steps; without labels it is exactly 0."""
@@ -255,6 +258,7 @@ def test_training_with_clinical_codes_needs_a_matching_table():
         GanNetworks(TINY, narrow).build_stage(4, False)
 
 
+@pytest.mark.slow
 def test_one_step_with_clinical_codes_trains_the_q_heads_clinical_outputs():
     keras.utils.set_random_seed(0)
     networks = GanNetworks(CLINICAL, clinical_rows()[2])
@@ -309,6 +313,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_mirrored_replicas_take_the_single_replica_step():
     environment = os.environ | {"DERMNET_LOGICAL_CPUS": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True,

@@ -287,6 +287,7 @@ def smoke_run(tmp_path_factory, cache_dir):
     return out, result
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_the_run_directory(smoke_run):
     out, result = smoke_run
     assert not (out / "clinical_encoder.json").exists()
@@ -302,12 +303,14 @@ def test_smoke_run_writes_the_run_directory(smoke_run):
     assert "SYNTHETIC" in result.stdout and "images 48/48" in result.stdout
 
 
+@pytest.mark.slow
 def test_grid_png_has_one_row_per_class(smoke_run):
     grid = tf.io.decode_png((smoke_run[0] / "grids" / "stage-8x8.png").read_bytes()).numpy()
     side = GRID_MIN_SIDE  # 8x8 samples enlarged 4 times
     assert grid.shape == (7 * (side + 2) - 2, 4 * (side + 2) - 2, 3)
 
 
+@pytest.mark.slow
 def test_tensorboard_holds_losses_schedule_and_grids(smoke_run):
     tags = set()
     for path in (smoke_run[0] / "tb" / "train").glob("events.out.tfevents.*"):
@@ -318,6 +321,7 @@ def test_tensorboard_holds_losses_schedule_and_grids(smoke_run):
             "schedule/learning_rate", "class_grid"} <= tags
 
 
+@pytest.mark.slow
 def test_saved_generator_reloads_and_draws_images(smoke_run):
     import gan.networks  # noqa: F401  registers the custom layers
     from gan.codes import make_code_batch
@@ -328,6 +332,7 @@ def test_saved_generator_reloads_and_draws_images(smoke_run):
     assert tuple(images.shape) == (2, 8, 8, 3) and np.isfinite(images).all()
 
 
+@pytest.mark.slow
 def test_finished_run_is_not_overwritten(smoke_run, capsys):
     from gan.cli import main
 
@@ -348,6 +353,7 @@ def test_unknown_preset_and_key_are_clear_errors(tmp_path, capsys):
         main(["train", "--preset", "huge", "--out", str(tmp_path)])
 
 
+@pytest.mark.slow
 def test_smoke_run_with_clinical_codes_writes_the_encoder_and_metadata(tiny_dataset,
                                                                        tmp_path):
     config = apply_overrides(make_gan_config("smoke"), [

@@ -112,6 +112,7 @@ def test_partial_invalid_or_clashing_options_exit_2(capsys, clinical_run, images
     assert (status, out) == (2, "") and "--gradcam-class needs --gradcam" in err
 
 
+@pytest.mark.slow
 def test_clinical_options_and_csv_give_the_libraries_probabilities(capsys, clinical_run,
                                                                     images, tmp_path):
     paths = [images["jpeg"], images["png"]]

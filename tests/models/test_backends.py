@@ -42,6 +42,7 @@ def test_every_backbone_builds_under_jax_without_tensorflow():
     assert result.stdout.count("built") == len(list_backbones())  # the study's 8 + ResNet18s
 
 
+@pytest.mark.slow
 def test_model_saved_under_tensorflow_loads_under_jax(tmp_path):
     model = build_classifier("resnet34", (48, 64), clinical_features=20)
     rng = np.random.default_rng(0)

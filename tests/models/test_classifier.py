@@ -141,6 +141,7 @@ def test_save_reload_with_clinical_branch_gives_identical_outputs(name, tmp_path
                                   model.predict(inputs, verbose=0))
 
 
+@pytest.mark.slow
 def test_reload_in_a_fresh_process_with_safe_mode(tmp_path):
     model = build_classifier("mobilenet", SMALL, clinical_features=20)
     inputs = make_inputs()

@@ -124,6 +124,7 @@ def assert_weights_equal_state_dict(model: keras.Model, state_dict: dict) -> Non
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), expected)
 
 
+@pytest.mark.slow
 def test_converted_file_loads_into_builder(checkpoint, converted_file, tmp_path, monkeypatch):
     images = np.random.default_rng(1).uniform(0, 1, (1, 64, 64, 3)).astype(np.float32)
     loaded = build_resnet34(input_shape=(64, 64, 3), weights=str(converted_file))
@@ -138,6 +139,7 @@ def test_converted_file_loads_into_builder(checkpoint, converted_file, tmp_path,
     np.testing.assert_array_equal(run(headless, images), run(features, images))
 
 
+@pytest.mark.slow
 def test_no_top_file_loads_into_headless_model(checkpoint, tmp_path, monkeypatch):
     path, state_dict = checkpoint
     monkeypatch.setenv("DERMNET_WEIGHTS_DIR", str(tmp_path))

@@ -153,6 +153,7 @@ def test_one_training_step_with_the_masked_loss():
     assert "ctcl_vs_eczema_auc" in history.history
 
 
+@pytest.mark.slow
 def test_save_reload_ns_gives_identical_outputs(tmp_path):
     model = build("ns", transformer_output_size=(48, 48))
     stn = model.get_layer("spatial_transformer")

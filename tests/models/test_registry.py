@@ -75,6 +75,7 @@ def count_like_reference(model: keras.Model, with_statistics: bool) -> int:
 
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_parameter_count_with_imagenet_top_matches_published(name):
     spec = get_backbone(name)
@@ -83,6 +84,7 @@ def test_parameter_count_with_imagenet_top_matches_published(name):
     assert count_like_reference(model, spec.reference_counts_statistics) == PUBLISHED[name]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_headless_feature_width_at_low_and_high_resolution(name):
     spec = get_backbone(name)

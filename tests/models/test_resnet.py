@@ -87,6 +87,7 @@ def test_max_pooling_option_gives_feature_vector():
     assert model.output_shape == (None, 512)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("builder", "features"), [m[:2] for m in MODELS], ids=IDS)
 def test_small_input_saves_and_reloads_safely(builder, features, tmp_path):
     model = builder(input_shape=(64, 64, 3), classes=7, classifier_activation="softmax")

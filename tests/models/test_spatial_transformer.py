@@ -113,6 +113,7 @@ def build_probe_model(**kwargs):
     return keras.Model(image, score)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("allow_shear", [False, True])
 def test_shear_stays_exactly_zero_unless_allowed(allow_shear):
     keras.utils.set_random_seed(1)
@@ -151,6 +152,7 @@ def test_bad_arguments_are_named(kwargs, message):
         SpatialTransformer(**({"localization_size": LOCALIZATION} | kwargs))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 def test_identity_and_gradient_under_jax_without_tensorflow():
     script = textwrap.dedent("""

@@ -220,6 +220,7 @@ def test_augmented_batches_are_balanced_and_repeatable():
     np.testing.assert_array_equal(first[1], second[1])
 
 
+@pytest.mark.slow
 def test_training_learns_and_reports_figures():
     # An easy task, so a few steps suffice: skin against the same kind of picture with its
     # red and blue channels swapped (blue-tinted). The real task is trained in the slow tests.
@@ -240,6 +241,7 @@ def test_training_learns_and_reports_figures():
 
 # ---- command line -------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cli_makes_demo_data_and_trains_a_filter(tmp_path, capsys):
     data, out = tmp_path / "demo", tmp_path / "model"
     assert filter_cli.main(["make-demo-data", str(data), "--num-images", "6",
@@ -331,6 +333,7 @@ def test_cli_exit_codes(arguments, code, colour_filter_dir, photo_folder, tmp_pa
     assert filter_cli.main([argument.format(**places) for argument in arguments]) == code
 
 
+@pytest.mark.slow
 def test_filter_runs_under_jax_without_tensorflow(tmp_path):
     script = (
         "import sys\n"

@@ -114,6 +114,7 @@ def image_values(accumulator, tag):
             for event in accumulator.Tensors(tag)]
 
 
+@pytest.mark.slow
 def test_fit_writes_epoch_scalars_for_train_and_validation(run):
     expected = {"epoch_loss", "epoch_accuracy", "epoch_balanced_accuracy", "epoch_macro_auc"}
     train = load_events(run["log_dir"] / "train").Tags()["tensors"]
@@ -310,6 +311,7 @@ MIRRORED_SCRIPT = """
 """
 
 
+@pytest.mark.slow
 def test_callbacks_under_mirrored_strategy(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(MIRRORED_SCRIPT), str(tmp_path)], cwd=ROOT,

@@ -150,6 +150,7 @@ def test_metrics_survive_model_save_and_load(tmp_path):
         assert after[name] == pytest.approx(before[name], abs=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 def test_metrics_run_under_jax_backend():
     result = run_python("""
@@ -207,6 +208,7 @@ MIRRORED_SCRIPT = """
 """
 
 
+@pytest.mark.slow
 def test_metrics_under_mirrored_strategy_equal_single_device():
     result = run_python(MIRRORED_SCRIPT)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -67,11 +67,13 @@ def test_smoke_run_writes_the_run_directory(smoke_run):
     assert "SYNTHETIC" in result.stdout
 
 
+@pytest.mark.slow
 def test_saved_model_reloads_in_a_fresh_process(smoke_run):
     weights = load_weights(smoke_run[0])
     assert len(weights) > 10 and all(np.isfinite(w).all() for w in weights)
 
 
+@pytest.mark.slow
 def test_finished_run_is_not_overwritten(smoke_run, cache_dir):
     out, _ = smoke_run
     before = (out / "model.keras").stat().st_mtime_ns
@@ -81,6 +83,7 @@ def test_finished_run_is_not_overwritten(smoke_run, cache_dir):
     assert (out / "model.keras").stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_config_mismatch_is_refused(tmp_path, cache_dir):
     out = tmp_path / "run"
     out.mkdir()
@@ -94,6 +97,7 @@ def test_config_mismatch_is_refused(tmp_path, cache_dir):
     assert "unfinished run of a different config" in result.stderr
 
 
+@pytest.mark.slow
 def test_bad_option_value_is_a_clear_error(tmp_path, cache_dir):
     result = run_train([*SMOKE, "--backbone", "resnet19", "--out", str(tmp_path / "x")],
                        cache_dir)
