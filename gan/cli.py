@@ -19,9 +19,11 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from dermnet.progname import program_name
+
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m gan", description=__doc__,
+    parser = argparse.ArgumentParser(prog=program_name("python -m gan"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = commands.add_parser("train", help="grow the InfoGAN into a run directory")

@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dermnet.progname import program_name
 from preprocess import crop_cli, filter_cli
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m preprocess", description=__doc__,
+    parser = argparse.ArgumentParser(prog=program_name("python -m preprocess"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     crop_cli.add_arguments(commands.add_parser(

@@ -16,7 +16,8 @@ PACKAGES = ("dermnet", "gan", "preprocess")
 
 # Lowest first: a module may import modules of its own layer and of the layers below it.
 LAYERS = (
-    ("leaves", ("dermnet", "dermnet.quiet", "dermnet.compat", "dermnet.runs.lock",
+    ("leaves", ("dermnet", "dermnet.quiet", "dermnet.progname", "dermnet.compat",
+                "dermnet.runs.lock",
                 "dermnet.runs.atomic", "dermnet.runs.cache")),
     # The task table sits under the config, which checks data.task against it.
     ("data, models, task table", ("dermnet.data", "dermnet.models", "preprocess",

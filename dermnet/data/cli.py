@@ -21,6 +21,8 @@ import time
 import warnings
 from pathlib import Path
 
+from dermnet.progname import program_name
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = _make_parser()
@@ -33,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dermnet.data", description=__doc__,
+    parser = argparse.ArgumentParser(prog=program_name("python -m dermnet.data"),
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 

@@ -15,6 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from dermnet.progname import program_name
+
 SUBCOMMANDS = ("compare", "readers")
 
 
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 def make_subcommand_parser() -> argparse.ArgumentParser:
     from dermnet.evaluation import reader_cli
 
-    parser = argparse.ArgumentParser(prog="evaluate.py", description=__doc__,
+    parser = argparse.ArgumentParser(prog=program_name("evaluate.py"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_compare_arguments(commands.add_parser("compare", help=COMPARE_HELP,
@@ -45,7 +47,7 @@ def make_parser() -> argparse.ArgumentParser:
     from dermnet.evaluation.options import MAX_TTA, SPLITS
 
     parser = argparse.ArgumentParser(
-        prog="evaluate.py", description=__doc__,
+        prog=program_name("evaluate.py"), description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="a finished training run directory")
     scored = parser.add_mutually_exclusive_group()

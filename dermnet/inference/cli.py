@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 
 from dermnet.data.vocabulary import CLASS_NAMES, CLASSES, LOCALIZATIONS, SEXES
+from dermnet.progname import program_name
 
 PROG = "predict.py"
 CLINICAL_OPTIONS = ("age", "sex", "site")
@@ -32,7 +33,7 @@ class UsageError(ValueError):
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+    parser = argparse.ArgumentParser(prog=program_name(PROG), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", metavar="MODEL_OR_RUN_DIR", type=Path,
                         help="a run directory or a model.keras file")
@@ -217,9 +218,9 @@ def _fail(error: Exception, status: int) -> int:
     lines = [f"{path}: {reason}" for path, reason in problems.items()] if problems \
         else [str(error)]
     for line in lines:
-        print(f"{PROG}: error: {line}", file=sys.stderr)
+        print(f"{program_name(PROG)}: error: {line}", file=sys.stderr)
     return status
 
 
 def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"{PROG}: warning: {message}", file=sys.stderr)
+    print(f"{program_name(PROG)}: warning: {message}", file=sys.stderr)

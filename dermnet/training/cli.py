@@ -12,13 +12,14 @@ import sys
 from pathlib import Path
 
 from dermnet.config import PRESETS, Config, apply_overrides, load_config, make_config
+from dermnet.progname import program_name
 from dermnet.runs.tasks import DEFAULT_TASK, TASKS, get_task
 
 RESOLUTION_NAMES = {"low": "224x300", "high": "450x600"}
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="train.py", description=__doc__,
+    parser = argparse.ArgumentParser(prog=program_name("train.py"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help="starting configuration (default: default, or photos with "
