@@ -156,7 +156,7 @@ def test_metrics_run_under_jax_backend():
     result = run_python("""
         import json
         import keras, numpy as np
-        from dermnet.training.metrics import BalancedAccuracy, MacroAUC
+        from dermnet.models.metrics import BalancedAccuracy, MacroAUC
         assert keras.backend.backend() == "jax"
         balanced, auc = BalancedAccuracy(3), MacroAUC(3)
         predictions = np.eye(3, dtype="float32")[[0, 1, 0, 1, 1, 0]]
@@ -181,7 +181,7 @@ MIRRORED_SCRIPT = """
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
     import keras
-    from dermnet.training.metrics import BalancedAccuracy, MacroAUC
+    from dermnet.models.metrics import BalancedAccuracy, MacroAUC
 
     rng = np.random.default_rng(0)
     features = rng.normal(size=(101, 8)).astype("float32")  # 101: uneven replica split
